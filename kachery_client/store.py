@@ -1,0 +1,458 @@
+"""THE on-disk content store. The only code that writes blobs, for the client and the node alike.
+
+Layout under the storage directory (PROTOCOL.md section 5, the original's exactly):
+
+    sha1/aa/bb/cc/<sha1>         the blob: exact bytes, mode 0644
+    sha1/aa/bb/cc/<sha1>.link    a reference to a file elsewhere (JSON, section 5.2)
+    tmp/                         temp files, on the same file system so that rename is atomic
+
+Invariants:
+- A blob appears under its final name only complete and verified: bytes go to a temp file
+  under tmp/, are hashed as they are written (one pass), fsynced, then renamed into place.
+  A crash at any point leaves at most a stale temp file, which `clean_stale_temps` removes.
+- Concurrent adds of the same content (threads or processes) end with one correct blob:
+  rename is atomic and every writer renames identical bytes.
+- Files over CHUNK_SIZE also get a manifest blob (section 7), written before the add returns.
+- A `.link` whose target changed size or mtime is invalid, and never served.
+
+Temp names carry the writer's pid (`<pid>.<random>.tmp`) so that stale ones, whose writer
+is dead, can be told from ones still being written.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import hashlib
+import json
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import IntegrityError, LocalFileError, NotFoundError
+from .uri import check_sha1, is_sha1
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 20_000_000          # manifest chunk size (PROTOCOL.md section 7)
+BLOCK_SIZE = 8 * 1024 * 1024     # copy block: large enough that thread hand-offs are cheap
+_PARALLEL_MIN = 1024 * 1024      # below this, hashing twice inline beats a thread hand-off
+BLOB_MODE = 0o644
+EMPTY_SHA1 = "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+
+ProgressFn = Callable[[int], None]   # called with the number of bytes processed so far
+
+# One helper thread hashes the whole file while the caller hashes chunks and writes:
+# SHA-1 releases the GIL, so the two hashes run on two cores.
+_hash_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kachery-hash")
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha1: str
+    size: int
+    manifest_sha1: str | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    """A parsed `.link` file: the blob lives at `path` while its size and mtime hold."""
+    path: str
+    size: int
+    mtime: float
+    manifest_sha1: str | None
+
+    def is_valid(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == self.size and st.st_mtime == self.mtime
+
+
+class ContentHasher:
+    """SHA-1 of the whole stream plus the SHA-1 of each CHUNK_SIZE chunk, fed in one pass."""
+
+    def __init__(self) -> None:
+        self._whole = hashlib.sha1()
+        self._chunk = hashlib.sha1()
+        self._chunk_fill = 0
+        self.chunk_sha1s: list[str] = []
+        self.size = 0
+
+    def update(self, data: bytes | bytearray | memoryview,
+               alongside: Callable[[memoryview], None] | None = None) -> None:
+        """Hash `data`; `alongside(view)` (e.g. writing it out) runs while the hashes run."""
+        view = memoryview(data).cast("B")
+        if len(view) >= _PARALLEL_MIN:
+            whole = _hash_pool.submit(self._whole.update, view)
+            self._update_chunks(view)
+            if alongside:
+                alongside(view)
+            whole.result()
+        else:
+            self._whole.update(view)
+            self._update_chunks(view)
+            if alongside:
+                alongside(view)
+        self.size += len(view)
+
+    def _update_chunks(self, view: memoryview) -> None:
+        while len(view):
+            take = min(len(view), CHUNK_SIZE - self._chunk_fill)
+            self._chunk.update(view[:take])
+            self._chunk_fill += take
+            view = view[take:]
+            if self._chunk_fill == CHUNK_SIZE:
+                self.chunk_sha1s.append(self._chunk.hexdigest())
+                self._chunk = hashlib.sha1()
+                self._chunk_fill = 0
+
+    def sha1(self) -> str:
+        return self._whole.hexdigest()
+
+    def manifest_bytes(self) -> bytes | None:
+        """The manifest (exact bytes of PROTOCOL.md section 7), or None at one chunk or less."""
+        if self.size <= CHUNK_SIZE:
+            return None
+        hashes = list(self.chunk_sha1s)
+        if self._chunk_fill:
+            hashes.append(self._chunk.hexdigest())
+        return manifest_bytes(self.size, self.sha1(), hashes)
+
+
+def manifest_bytes(size: int, sha1: str, chunk_sha1s: list[str]) -> bytes:
+    chunks = [{"start": i * CHUNK_SIZE, "end": min((i + 1) * CHUNK_SIZE, size), "sha1": h}
+              for i, h in enumerate(chunk_sha1s)]
+    return json.dumps({"size": size, "sha1": sha1, "chunks": chunks}, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    size: int
+    sha1: str
+    chunks: list[tuple[int, int, str]]      # (start, end, sha1)
+
+
+def parse_manifest(data: bytes, expected_sha1: str | None = None) -> Manifest:
+    """Accept any JSON with size, sha1 and chunks[{start,end,sha1}] (section 7); check it is whole."""
+    try:
+        obj = json.loads(data)
+        chunks = [(int(c["start"]), int(c["end"]), check_sha1(c["sha1"])) for c in obj["chunks"]]
+        m = Manifest(int(obj["size"]), check_sha1(obj["sha1"]), chunks)
+    except (ValueError, KeyError, TypeError) as e:
+        raise IntegrityError(f"malformed manifest: {e}") from None
+    if expected_sha1 is not None and m.sha1 != expected_sha1:
+        raise IntegrityError(f"manifest is for {m.sha1}, not {expected_sha1}")
+    pos = 0
+    for start, end, _ in m.chunks:
+        if start != pos or end <= start:
+            raise IntegrityError("manifest chunks do not tile the file")
+        pos = end
+    if pos != m.size:
+        raise IntegrityError("manifest chunks do not cover the file")
+    return m
+
+
+class BlobWriter:
+    """Streams bytes into a temp file while hashing them; `commit` publishes the blob.
+
+    Use as a context manager: leaving the block without commit (an exception) removes the
+    temp file. If `expected_sha1` is given, commit refuses other content (IntegrityError).
+    """
+
+    def __init__(self, store: Store, expected_sha1: str | None = None):
+        self._store = store
+        self._expected = expected_sha1
+        self.hasher = ContentHasher()
+        self.tmp_path = store.new_temp_path()
+        self._fd: int | None = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_MODE)
+
+    @property
+    def size(self) -> int:
+        return self.hasher.size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        fd = self._fd
+        assert fd is not None, "write after commit or abort"
+        self.hasher.update(data, alongside=lambda view: _write_all(fd, view))
+
+    def commit(self) -> StoredBlob:
+        assert self._fd is not None, "commit after commit or abort"
+        sha1 = self.hasher.sha1()
+        if self._expected is not None and sha1 != self._expected:
+            self.abort()
+            raise IntegrityError(f"content hashes to {sha1}, expected {self._expected}")
+        fd, self._fd = self._fd, None
+        try:
+            final = self._store.path_for(sha1)
+            if _is_blob_of_size(final, self.hasher.size):
+                # Already stored: drop our copy unsynced (the kernel never writes it out).
+                os.close(fd)
+                os.unlink(self.tmp_path)
+            else:
+                os.fchmod(fd, BLOB_MODE)
+                os.fsync(fd)
+                os.close(fd)
+                self._store._publish(self.tmp_path, final)
+        except BaseException:
+            _unlink_quietly(self.tmp_path)
+            raise
+        manifest = self.hasher.manifest_bytes()
+        manifest_sha1 = self._store.add_bytes(manifest).sha1 if manifest is not None else None
+        return StoredBlob(sha1, self.hasher.size, manifest_sha1)
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            _unlink_quietly(self.tmp_path)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+
+class Store:
+    """A storage directory. Cheap to create; holds no open files."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self.sha1_dir = self.root / "sha1"
+        self.tmp_dir = self.root / "tmp"
+
+    # ---- paths --------------------------------------------------------------------------
+
+    def path_for(self, sha1: str) -> Path:
+        sha1 = check_sha1(sha1)
+        return self.sha1_dir / sha1[0:2] / sha1[2:4] / sha1[4:6] / sha1
+
+    def link_path_for(self, sha1: str) -> Path:
+        return self.path_for(sha1).with_name(sha1 + ".link")
+
+    def new_temp_path(self) -> Path:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return self.tmp_dir / f"{os.getpid()}.{secrets.token_hex(6)}.tmp"
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def has(self, sha1: str) -> bool:
+        """True if the regular blob is present (links do not count)."""
+        return os.path.isfile(self.path_for(sha1))
+
+    def read_link(self, sha1: str) -> Link | None:
+        try:
+            obj = json.loads(self.link_path_for(sha1).read_bytes())
+            return Link(path=str(obj["path"]), size=int(obj["stat"]["size"]),
+                        mtime=float(obj["stat"]["mtime"]), manifest_sha1=obj.get("manifestSha1"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("ignoring unreadable link file for %s: %s", sha1, e)
+            return None
+
+    def locate(self, sha1: str) -> Path | None:
+        """Path of the blob's bytes: the blob itself, else a valid link's target, else None."""
+        path = self.path_for(sha1)
+        if path.is_file():
+            return path
+        link = self.read_link(sha1)
+        if link is not None:
+            if link.is_valid():
+                return Path(link.path)
+            log.warning("link for %s is invalid: %s changed since it was linked", sha1, link.path)
+        return None
+
+    def require(self, sha1: str) -> Path:
+        path = self.locate(sha1)
+        if path is None:
+            raise NotFoundError(f"sha1://{sha1} is not in the local store {self.root}")
+        return path
+
+    def size_of(self, sha1: str) -> int | None:
+        path = self.locate(sha1)
+        return path.stat().st_size if path is not None else None
+
+    def read_bytes(self, sha1: str, start: int = 0, end: int | None = None) -> bytes:
+        with open(self.require(sha1), "rb") as f:
+            f.seek(start)
+            return f.read(-1 if end is None else max(0, end - start))
+
+    def iter_hashes(self) -> Iterator[str]:
+        """The hashes of the regular blobs present, in directory order, without reading them."""
+        for d1 in _scandir_names(self.sha1_dir):
+            for d2 in _scandir_names(self.sha1_dir / d1):
+                for d3 in _scandir_names(self.sha1_dir / d1 / d2):
+                    for name in _scandir_names(self.sha1_dir / d1 / d2 / d3):
+                        if is_sha1(name):
+                            yield name
+
+    def verify(self, sha1: str) -> bool:
+        """Re-hash the blob (or link target). False if its bytes no longer match."""
+        h = hashlib.sha1()
+        with open(self.require(sha1), "rb") as f:
+            while block := f.read(BLOCK_SIZE):
+                h.update(block)
+        return h.hexdigest() == check_sha1(sha1)
+
+    # ---- writing ------------------------------------------------------------------------
+
+    def writer(self, expected_sha1: str | None = None) -> BlobWriter:
+        return BlobWriter(self, expected_sha1)
+
+    def add_bytes(self, data: bytes) -> StoredBlob:
+        """Store bytes held in memory. Content already present costs only the hash."""
+        if len(data) <= CHUNK_SIZE:
+            sha1 = hashlib.sha1(data).hexdigest()
+            if _is_blob_of_size(self.path_for(sha1), len(data)):
+                return StoredBlob(sha1, len(data))
+        with self.writer() as w:
+            w.write(data)
+            return w.commit()
+
+    def add_stream(self, stream: BinaryIO, progress: ProgressFn | None = None,
+                   expected_size: int | None = None) -> StoredBlob:
+        """Store everything read from a binary stream (one pass: hash while copying)."""
+        with self.writer() as w:
+            buf = bytearray(BLOCK_SIZE)
+            view = memoryview(buf)
+            while n := stream.readinto(view):  # type: ignore[attr-defined]
+                w.write(view[:n])
+                if progress:
+                    progress(w.size)
+            if expected_size is not None and w.size != expected_size:
+                raise IntegrityError(f"expected {expected_size} bytes, got {w.size}")
+            return w.commit()
+
+    def add_file(self, path: str | os.PathLike[str], progress: ProgressFn | None = None) -> StoredBlob:
+        """Copy a local file into the store, hashing it in the same pass."""
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise LocalFileError(f"cannot read {path}: {e.strerror}") from None
+        with f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise LocalFileError(f"not a regular file: {path}")
+            return self.add_stream(f, progress)
+
+    def link(self, path: str | os.PathLike[str], size: int | None = None,
+             mtime: float | None = None) -> StoredBlob:
+        """Register a file by reference: hash it and write a `.link` (unless the blob exists).
+
+        `size` and `mtime` default to the file's; when given (a client's values, /linkFile)
+        they must match the file and are stored verbatim (PROTOCOL.md 5.2).
+        """
+        path = os.path.abspath(path)
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise LocalFileError(f"cannot link {path}: {e.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise LocalFileError(f"cannot link {path}: not a regular file")
+        size = st.st_size if size is None else size
+        mtime = st.st_mtime if mtime is None else mtime
+        if st.st_size != size or abs(st.st_mtime - mtime) > 0.002:
+            raise LocalFileError(f"cannot link {path}: size or mtime differs from the one given")
+        hasher = ContentHasher()
+        with open(path, "rb") as f:
+            while block := f.read(BLOCK_SIZE):
+                hasher.update(block)
+        if hasher.size != size or os.stat(path).st_mtime != st.st_mtime:
+            raise LocalFileError(f"cannot link {path}: it changed while it was being hashed")
+        sha1 = hasher.sha1()
+        manifest = hasher.manifest_bytes()
+        manifest_sha1 = self.add_bytes(manifest).sha1 if manifest is not None else None
+        if not self.has(sha1):
+            record = {"path": path, "manifestSha1": manifest_sha1,
+                      "stat": {"size": size, "mtime": mtime}, "_writingProcess": "daemon"}
+            self._write_small_file(self.link_path_for(sha1), json.dumps(record, separators=(",", ":")).encode())
+        return StoredBlob(sha1, size, manifest_sha1)
+
+    # ---- maintenance --------------------------------------------------------------------
+
+    def clean_stale_temps(self) -> int:
+        """Remove temp files whose writing process is gone. Returns how many were removed."""
+        removed = 0
+        for name in _scandir_names(self.tmp_dir):
+            pid = name.split(".", 1)[0]
+            if pid.isdigit() and _pid_alive(int(pid)):
+                continue
+            if _unlink_quietly(self.tmp_dir / name):
+                removed += 1
+        return removed
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _publish(self, tmp: Path, final: Path) -> None:
+        try:
+            os.replace(tmp, final)
+        except FileNotFoundError:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        # A blob made visible removes any link it supersedes.
+        _unlink_quietly(final.with_name(final.name + ".link"))
+
+    def _write_small_file(self, final: Path, data: bytes) -> None:
+        tmp = self.new_temp_path()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_MODE)
+            try:
+                _write_all(fd, memoryview(data))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while len(view):
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _is_blob_of_size(path: Path, size: int) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
+def _unlink_quietly(path: Path) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _scandir_names(path: Path) -> Iterator[str]:
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                yield entry.name
+    except (FileNotFoundError, NotADirectoryError):
+        return
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError as e:
+        return e.errno != errno.ESRCH
+    return True
