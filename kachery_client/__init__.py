@@ -1,3 +1,38 @@
-"""kachery client: content-addressed storage for scientific data."""
+"""kachery client: content-addressed storage for scientific data.
+
+    import kachery_client as kc
+    uri = kc.store_json({"a": 1})     # 'sha1://<hash>/file.json'
+    kc.load_json(uri)
+"""
+
+from .api import (
+    delete,
+    get,
+    get_string,
+    link_file,
+    load_bytes,
+    load_file,
+    load_json,
+    load_npy,
+    load_pkl,
+    load_text,
+    node_client,
+    set,
+    store_bytes,
+    store_file,
+    store_json,
+    store_npy,
+    store_pkl,
+    store_text,
+)
+from .errors import KacheryError, NotFoundError
+from .uri import FileURI, format_file_uri, parse_file_uri
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "FileURI", "KacheryError", "NotFoundError", "delete", "format_file_uri", "get", "get_string",
+    "link_file", "load_bytes", "load_file", "load_json", "load_npy", "load_pkl", "load_text",
+    "node_client", "parse_file_uri", "set", "store_bytes", "store_file", "store_json", "store_npy",
+    "store_pkl", "store_text",
+]

@@ -1,0 +1,274 @@
+"""The Python API: store_* / load_* / link_file / mutables. Local store first, node second.
+
+Where bytes go:
+- offline (KACHERY_OFFLINE_STORAGE_DIR): only that storage directory, never a node;
+- a node whose storage directory this process can see and write: add the blob ourselves through
+  Store (no bytes over HTTP) and tell the node (`/kacheryfs/added`);
+- otherwise: stream to the node's `/store`; loads come back through `/loadFile` and, when the
+  node's path is not visible here, through `/downloadFileData` into a local cache store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import safe_pickle
+from .config import Config
+from .errors import IntegrityError, LocalFileError, NotFoundError, OfflineError, UsageError
+from .node_http import NodeClient, is_writable_dir
+from .store import Store, StoredBlob
+from .uri import FileURI, format_file_uri, is_file_uri, parse_file_uri
+
+ProgressFn = Callable[[int], None]
+_ENV_KEYS = ("KACHERY_OFFLINE_STORAGE_DIR", "KACHERY_STORAGE_DIR", "KACHERY_DAEMON_HOST",
+             "KACHERY_DAEMON_PORT", "KACHERY_TEMP_DIR", "KACHERY_KEEP_TEMP_FILES")
+
+
+class _Context:
+    """What the environment says, resolved once per distinct environment."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._node: NodeClient | None = None
+        self._stores: dict[Path, Store] = {}
+
+    def store_at(self, path: Path) -> Store:
+        if path not in self._stores:
+            self._stores[path] = Store(path)
+        return self._stores[path]
+
+    def node(self) -> NodeClient:
+        if self.config.offline:
+            raise OfflineError("this needs a kachery node, and offline mode "
+                               "(KACHERY_OFFLINE_STORAGE_DIR) uses none")
+        if self._node is None:
+            self._node = NodeClient(self.config)
+        return self._node
+
+    def local_store(self) -> Store | None:
+        """The store this process reads directly: offline dir, or the node's if visible here."""
+        if self.config.offline_storage_dir is not None:
+            return self.store_at(self.config.offline_storage_dir)
+        shared = self.node().shared_storage_dir()
+        return self.store_at(shared) if shared is not None else None
+
+    def writable_local_store(self) -> Store | None:
+        """The local store if this process may add to it (offline: created if missing)."""
+        store = self.local_store()
+        if store is not None and self.config.offline:
+            try:
+                store.root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise LocalFileError(f"cannot create the offline storage directory {store.root}: "
+                                     f"{e.strerror}") from None
+            if not is_writable_dir(store.root):
+                raise LocalFileError(f"the offline storage directory {store.root} is not writable")
+        return store if store is not None and is_writable_dir(store.root) else None
+
+    def cache_store(self) -> Store:
+        """Where bytes downloaded from a node on another host are kept."""
+        shared = self.local_store()
+        if shared is not None and is_writable_dir(shared.root):
+            return shared
+        return self.store_at(Path("~/.cache/kachery/storage").expanduser())
+
+
+_contexts: dict[tuple[str | None, ...], _Context] = {}
+
+
+def _context() -> _Context:
+    key = tuple(os.environ.get(k) for k in _ENV_KEYS)
+    ctx = _contexts.get(key)
+    if ctx is None:
+        ctx = _contexts[key] = _Context(Config.from_env())
+    return ctx
+
+
+def node_client() -> NodeClient:
+    """The client of this process's node (raises OfflineError in offline mode)."""
+    return _context().node()
+
+
+# ---- storing ------------------------------------------------------------------------------
+
+def store_file(path: str | os.PathLike[str], basename: str | None = None,
+               progress: ProgressFn | None = None) -> str:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise LocalFileError(f"no such file: {path}" if not os.path.exists(path) else f"not a regular file: {path}")
+    name = basename or os.path.basename(path)
+    ctx = _context()
+    store = ctx.writable_local_store()
+    if store is not None:
+        blob = store.add_file(path, progress)
+        if not ctx.config.offline:
+            ctx.node().notify_added(blob.sha1, name)
+    else:
+        with open(path, "rb") as f:
+            blob = ctx.node().store_stream(f, os.fstat(f.fileno()).st_size, name)
+    return _uri(blob, name)
+
+
+def store_bytes(data: bytes, basename: str = "file.dat") -> str:
+    ctx = _context()
+    store = ctx.writable_local_store()
+    if store is not None:
+        blob = store.add_bytes(data)
+        if not ctx.config.offline:
+            ctx.node().notify_added(blob.sha1, basename)
+    else:
+        blob = ctx.node().store_stream(io.BytesIO(data), len(data), basename)
+    return _uri(blob, basename)
+
+
+def store_text(text: str, basename: str = "file.txt") -> str:
+    return store_bytes(text.encode("utf-8"), basename)
+
+
+def store_json(obj: Any, basename: str = "file.json", separators: tuple[str, str] = (",", ":"),
+               indent: int | None = None) -> str:
+    text = json.dumps(obj, separators=separators, indent=indent, allow_nan=False)
+    return store_bytes(text.encode("utf-8"), basename)
+
+
+def store_npy(array: Any, basename: str = "file.npy") -> str:
+    import numpy as np
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return store_bytes(buf.getvalue(), basename)
+
+
+def store_pkl(obj: Any, basename: str = "file.pkl") -> str:
+    return store_bytes(safe_pickle.dumps(obj), basename)
+
+
+def link_file(path: str | os.PathLike[str], basename: str | None = None) -> str:
+    """Register a file in place (no copy). It stays valid while its size and mtime hold."""
+    path = os.path.abspath(os.fspath(path))
+    name = basename or os.path.basename(path)
+    ctx = _context()
+    if ctx.config.offline:
+        store = ctx.writable_local_store()
+        assert store is not None
+        blob = store.link(path)
+    else:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise LocalFileError(f"cannot link {path}: {e.strerror}") from None
+        blob = ctx.node().link_file(path, st.st_size, st.st_mtime)
+    return _uri(blob, name)
+
+
+def _uri(blob: StoredBlob, name: str) -> str:
+    return format_file_uri(blob.sha1, name, manifest_sha1=blob.manifest_sha1)
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+def load_file(uri: str, dest: str | os.PathLike[str] | None = None, local_only: bool = False) -> str:
+    """Local path of the content (fetched through the node if needed); `dest=` copies it there.
+
+    A string that is not a sha1:// URI is taken as a local path, as in the original client.
+    Raises NotFoundError when no source has the content.
+    """
+    if not is_file_uri(uri):
+        if "://" in str(uri):
+            parse_file_uri(uri)  # raises a clear InvalidURIError
+        if not os.path.isfile(uri):
+            raise LocalFileError(f"no such file: {uri}")
+        path = str(uri)
+    else:
+        path = str(_locate(parse_file_uri(uri), local_only))
+    if dest is not None:
+        shutil.copyfile(path, dest)
+        return os.fspath(dest)
+    return path
+
+
+def _locate(furi: FileURI, local_only: bool) -> Path:
+    ctx = _context()
+    store = ctx.local_store()
+    if store is not None:
+        found = store.locate(furi.sha1)
+        if found is not None:
+            return found
+    if ctx.config.offline or local_only:
+        where = ctx.config.offline_storage_dir or (store.root if store else "the local store")
+        raise NotFoundError(f"sha1://{furi.sha1} is not in {where}")
+    node_path = Path(ctx.node().load_file(furi))
+    if os.access(node_path, os.R_OK):
+        return node_path
+    return _download(ctx, furi)
+
+
+def _download(ctx: _Context, furi: FileURI) -> Path:
+    """Bytes from a node on another host, verified before they become a blob here."""
+    cache = ctx.cache_store()
+    with cache.writer(expected_sha1=furi.sha1) as w:
+        for block in ctx.node().download(furi.sha1):
+            w.write(block)
+        w.commit()
+    found = cache.locate(furi.sha1)
+    if found is None:
+        raise IntegrityError(f"sha1://{furi.sha1} vanished from {cache.root} after download")
+    return found
+
+
+def load_bytes(uri: str, start: int | None = None, end: int | None = None,
+               local_only: bool = False) -> bytes:
+    if start is not None and start < 0 or end is not None and end < 0:
+        raise UsageError("start and end must not be negative")
+    if start is not None and end is not None and end < start:
+        raise UsageError(f"end ({end}) is before start ({start})")
+    with open(load_file(uri, local_only=local_only), "rb") as f:
+        f.seek(start or 0)
+        return f.read(-1 if end is None else end - (start or 0))
+
+
+def load_text(uri: str, local_only: bool = False) -> str:
+    return load_bytes(uri, local_only=local_only).decode("utf-8")
+
+
+def load_json(uri: str, local_only: bool = False) -> Any:
+    return json.loads(load_bytes(uri, local_only=local_only))
+
+
+def load_npy(uri: str, local_only: bool = False) -> Any:
+    import numpy as np
+    return np.load(load_file(uri, local_only=local_only), allow_pickle=False)
+
+
+def load_pkl(uri: str, local_only: bool = False) -> Any:
+    return safe_pickle.loads(load_bytes(uri, local_only=local_only))
+
+
+# ---- mutables (node only) -----------------------------------------------------------------
+
+def set(key: Any, value: Any, update: bool = True) -> bool:  # noqa: A001 - the original's name
+    body: dict[str, Any] = {"key": key, "value": value}
+    if not update:
+        body["update"] = False
+    return bool(node_client().post_json("/mutable/set", body).get("success"))
+
+
+def get(key: Any) -> Any:
+    obj = node_client().post_json("/mutable/get", {"key": key})
+    if not obj.get("success"):
+        raise NotFoundError(f"unable to get the value for key {key!r}: {obj.get('error')}")
+    return obj["value"] if obj.get("found") else None
+
+
+def get_string(key: Any) -> str | None:
+    value = get(key)
+    return value if isinstance(value, str) else None
+
+
+def delete(key: Any) -> bool:
+    return bool(node_client().post_json("/mutable/delete", {"key": key}).get("success"))

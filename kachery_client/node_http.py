@@ -1,0 +1,223 @@
+"""The only module that speaks HTTP to the node (PROTOCOL.md sections 1-4).
+
+Connection errors, HTTP statuses and error frames are mapped here, once, to kachery_client.errors.
+One requests.Session per NodeClient keeps connections alive between calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+
+from .config import Config
+from .errors import AuthError, KacheryError, NodeError, NodeUnavailableError, NotFoundError
+from .store import StoredBlob
+from .uri import FileURI
+
+AUTH_HEADER = "KACHERY-CLIENT-AUTH-CODE"
+PROBE_CACHE_SECONDS = 10.0
+AUTH_CACHE_SECONDS = 60.0
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    node_id: str
+    storage_dir: Path | None
+
+
+class NodeClient:
+    def __init__(self, config: Config):
+        self.config = config
+        self.url = config.daemon_url
+        self._session = requests.Session()
+        self._probe: tuple[float, ProbeInfo] | None = None
+        self._auth: tuple[float, str] | None = None
+
+    # ---- discovery and auth -------------------------------------------------------------
+
+    def probe(self) -> ProbeInfo:
+        """GET /probe (no auth), cached briefly. Raises NodeUnavailableError if nothing answers."""
+        now = time.monotonic()
+        if self._probe and now - self._probe[0] < PROBE_CACHE_SECONDS:
+            return self._probe[1]
+        try:
+            r = self._session.get(self.url + "/probe", timeout=10)
+        except requests.RequestException:
+            raise NodeUnavailableError(
+                f"no kachery node answers at {self.url}: start one with `kacheryfs run`, or set "
+                "KACHERY_OFFLINE_STORAGE_DIR to use a storage directory without a node") from None
+        if r.status_code != 200:
+            raise NodeError(f"the node at {self.url} answered /probe with HTTP {r.status_code}")
+        obj = r.json()
+        storage = obj.get("kacheryStorageDir")
+        info = ProbeInfo(node_id=str(obj.get("nodeId", "")), storage_dir=Path(storage) if storage else None)
+        self._probe = (now, info)
+        return info
+
+    def storage_dir(self) -> Path | None:
+        """The node's storage dir as this client sees it (KACHERY_STORAGE_DIR overrides the probe)."""
+        return self.config.storage_dir or self.probe().storage_dir
+
+    def shared_storage_dir(self) -> Path | None:
+        """The storage dir if this client can see the node's own (kachery-node-id matches), else None."""
+        d = self.storage_dir()
+        if d is None:
+            return None
+        try:
+            return d if (d / "kachery-node-id").read_text() == self.probe().node_id else None
+        except OSError:
+            return None
+
+    def _auth_code(self, refresh: bool = False) -> str:
+        now = time.monotonic()
+        if not refresh and self._auth and now - self._auth[0] < AUTH_CACHE_SECONDS:
+            return self._auth[1]
+        d = self.storage_dir()
+        path = (d / "client-auth") if d else None
+        try:
+            code = path.read_text() if path else ""
+        except OSError as e:
+            raise AuthError(f"cannot read the client auth file {path}: {e.strerror}") from None
+        if not code:
+            raise AuthError(f"no client auth code in {path} (is the node running?)")
+        self._auth = (now, code)
+        return code
+
+    # ---- requests -----------------------------------------------------------------------
+
+    def _request(self, path: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
+        self.probe()
+        for attempt in (0, 1):
+            headers = dict(kwargs.pop("headers", None) or {})
+            headers[AUTH_HEADER] = self._auth_code(refresh=attempt == 1)
+            try:
+                r = self._session.post(self.url + path, headers=headers, stream=stream, **kwargs)
+            except requests.RequestException as e:
+                raise NodeUnavailableError(f"lost the connection to the node at {self.url}: {e}") from None
+            if r.status_code == 403 and attempt == 0 and "data" not in kwargs:
+                continue        # the code may have rotated: re-read it once
+            break
+        if r.status_code == 403:
+            raise AuthError(f"the node refused our client auth code: {r.text.strip()}")
+        if r.status_code == 404:
+            raise NotFoundError(_error_text(r))
+        if r.status_code != 200:
+            raise NodeError(f"{path}: HTTP {r.status_code}: {_error_text(r)}")
+        return r
+
+    def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = self._request(path, json=body)
+        try:
+            obj = r.json()
+        except ValueError:
+            raise NodeError(f"{path}: the node answered with something that is not JSON") from None
+        if not isinstance(obj, dict):
+            raise NodeError(f"{path}: expected a JSON object")
+        return obj
+
+    # ---- files --------------------------------------------------------------------------
+
+    def store_stream(self, f: IO[bytes], size: int, name: str | None = None) -> StoredBlob:
+        headers = {"Content-Length": str(size)}
+        if name:
+            headers["X-Kachery-Name"] = name
+        obj = self._checked(self._request("/store", data=f, headers=headers).json(), "/store")
+        return StoredBlob(obj["sha1"], size, obj.get("manifestSha1"))
+
+    def notify_added(self, sha1: str, name: str | None = None) -> None:
+        body: dict[str, Any] = {"sha1": sha1}
+        if name:
+            body["name"] = name
+        self._checked(self.post_json("/kacheryfs/added", body), "/kacheryfs/added")
+
+    def link_file(self, path: str, size: int, mtime: float) -> StoredBlob:
+        obj = self._checked(self.post_json("/linkFile", {"localFilePath": path, "size": size, "mtime": mtime}),
+                            "/linkFile")
+        return StoredBlob(obj["sha1"], size, obj.get("manifestSha1"))
+
+    def load_file(self, uri: FileURI, progress: ProgressFn | None = None) -> str:
+        """Ask the node to make the blob local (fetching it if it must); returns the node's path."""
+        file_key: dict[str, Any] = {"sha1": uri.sha1}
+        if uri.manifest_sha1:
+            file_key["manifestSha1"] = uri.manifest_sha1
+        r = self._request("/loadFile", json={"fileKey": file_key}, stream=True)
+        with r:
+            for frame in iter_frames(r.raw):
+                kind = frame.get("type")
+                if kind == "progress" and progress:
+                    progress(int(frame.get("bytesLoaded", 0)), int(frame.get("bytesTotal", 0)))
+                elif kind == "finished":
+                    return str(frame["localFilePath"])
+                elif kind == "error":
+                    raise NotFoundError(f"sha1://{uri.sha1}: {frame.get('error')}")
+        raise NodeError(f"the node ended /loadFile for sha1://{uri.sha1} without an answer")
+
+    def download(self, sha1: str, start: int | None = None, end: int | None = None) -> Iterator[bytes]:
+        body: dict[str, Any] = {"fileKey": {"sha1": sha1}}
+        if start is not None and end is not None:
+            body["startByte"], body["endByte"] = start, end
+        r = self._request("/downloadFileData", json=body, stream=True)
+        with r:
+            yield from r.iter_content(1024 * 1024)
+
+    @staticmethod
+    def _checked(obj: dict[str, Any], path: str) -> dict[str, Any]:
+        if not obj.get("success"):
+            raise NodeError(f"{path} failed: {obj.get('error') or 'no reason given'}")
+        return obj
+
+
+def iter_frames(raw: IO[bytes]) -> Iterator[dict[str, Any]]:
+    """Parse the /loadFile stream: <decimal byte length>#<JSON>, repeated (PROTOCOL.md 4.3)."""
+    while True:
+        header = bytearray()
+        while True:
+            c = raw.read(1)
+            if not c:
+                if header.strip():
+                    raise NodeError("truncated /loadFile frame header")
+                return
+            if c == b"#":
+                break
+            header += c
+            if len(header) > 20:
+                raise NodeError("malformed /loadFile frame header")
+        try:
+            n = int(header.decode().strip())
+        except ValueError:
+            raise NodeError(f"malformed /loadFile frame length {bytes(header)!r}") from None
+        body = b""
+        while len(body) < n:
+            more = raw.read(n - len(body))
+            if not more:
+                raise NodeError("truncated /loadFile frame")
+            body += more
+        frame = json.loads(body)
+        if not isinstance(frame, dict):
+            raise NodeError("malformed /loadFile frame")
+        yield frame
+
+
+def _error_text(r: requests.Response) -> str:
+    try:
+        obj = r.json()
+        if isinstance(obj, dict) and obj.get("error"):
+            return str(obj["error"])
+    except ValueError:
+        pass
+    return r.text.strip()[:500] or f"HTTP {r.status_code}"
+
+
+def is_writable_dir(path: Path) -> bool:
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+__all__ = ["NodeClient", "ProbeInfo", "iter_frames", "KacheryError"]
