@@ -1,0 +1,166 @@
+"""The content store's promises: layout, one-pass hashing, atomic publish, links, crash safety."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kachery_client.errors import IntegrityError, LocalFileError, NotFoundError
+from kachery_client.store import CHUNK_SIZE, EMPTY_SHA1, Store, parse_manifest
+
+
+def _random_file(path, size, seed=0):
+    rnd = hashlib.sha256(str(seed).encode()).digest()
+    block = (rnd * (1024 * 1024 // len(rnd) + 1))[: 1024 * 1024]
+    with open(path, "wb") as f:
+        left = size
+        i = 0
+        while left:
+            chunk = (i.to_bytes(8, "big") + block)[: min(left, 1024 * 1024)]
+            f.write(chunk)
+            left -= len(chunk)
+            i += 1
+    return hashlib.sha1(open(path, "rb").read()).hexdigest()
+
+
+def test_layout_mode_and_no_temps(tmp_path):
+    store = Store(tmp_path)
+    blob = store.add_bytes(b"hello")
+    assert blob.sha1 == "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"
+    path = tmp_path / "sha1/aa/f4/c6" / blob.sha1
+    assert store.path_for(blob.sha1) == path and path.read_bytes() == b"hello"
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert list(store.iter_hashes()) == [blob.sha1]
+    assert os.listdir(tmp_path / "tmp") == []
+    assert store.add_bytes(b"").sha1 == EMPTY_SHA1
+
+
+def test_add_file_hashes_while_copying_and_builds_manifest(tmp_path):
+    src = tmp_path / "src.bin"
+    sha1 = _random_file(src, CHUNK_SIZE + 12345)
+    store = Store(tmp_path / "s")
+    seen = []
+    blob = store.add_file(src, progress=seen.append)
+    assert (blob.sha1, blob.size) == (sha1, CHUNK_SIZE + 12345)
+    assert seen[-1] == blob.size
+    assert store.verify(sha1)
+    m = parse_manifest(store.path_for(blob.manifest_sha1).read_bytes(), sha1)
+    data = src.read_bytes()
+    assert m.chunks == [(0, CHUNK_SIZE, hashlib.sha1(data[:CHUNK_SIZE]).hexdigest()),
+                        (CHUNK_SIZE, len(data), hashlib.sha1(data[CHUNK_SIZE:]).hexdigest())]
+    # exact bytes of PROTOCOL.md section 7
+    assert store.path_for(blob.manifest_sha1).read_bytes().startswith(
+        b'{"size":%d,"sha1":"%s","chunks":[{"start":0,"end":20000000,"sha1":"' % (len(data), sha1.encode()))
+    # exactly one chunk: no manifest
+    assert store.add_bytes(data[:CHUNK_SIZE]).manifest_sha1 is None
+    # existing content: same answer, nothing left behind
+    assert store.add_file(src) == blob
+    assert os.listdir(store.tmp_dir) == []
+
+
+def test_writer_refuses_wrong_content_and_leaves_nothing(tmp_path):
+    store = Store(tmp_path)
+    with store.writer(expected_sha1="0" * 40) as w:
+        w.write(b"abc")
+        with pytest.raises(IntegrityError):
+            w.commit()
+    assert list(store.iter_hashes()) == [] and os.listdir(store.tmp_dir) == []
+    with store.writer() as w:
+        w.write(b"never committed")
+    assert list(store.iter_hashes()) == [] and os.listdir(store.tmp_dir) == []
+
+
+def test_corrupted_blob_fails_verify(tmp_path):
+    store = Store(tmp_path)
+    blob = store.add_bytes(b"precious")
+    path = store.path_for(blob.sha1)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"Precious")
+    assert not store.verify(blob.sha1)
+
+
+def test_links_valid_and_invalidated(tmp_path):
+    target = tmp_path / "data.bin"
+    target.write_bytes(b"linked content")
+    store = Store(tmp_path / "s")
+    blob = store.link(target)
+    assert not store.has(blob.sha1)
+    link = store.read_link(blob.sha1)
+    assert link.path == str(target) and link.size == 14 and link.mtime == os.stat(target).st_mtime
+    raw = store.link_path_for(blob.sha1).read_text()
+    assert '"manifestSha1":null' in raw and '"_writingProcess":"daemon"' in raw
+    assert store.locate(blob.sha1) == target
+    os.utime(target, (1, 1))                       # mtime changed: invalid, never served
+    assert store.locate(blob.sha1) is None
+    with pytest.raises(NotFoundError):
+        store.require(blob.sha1)
+    os.utime(target, (link.mtime, link.mtime))
+    assert store.locate(blob.sha1) == target
+    target.write_bytes(b"linked content, longer")  # size changed
+    assert store.locate(blob.sha1) is None
+    # a real blob supersedes the link
+    store.add_bytes(b"linked content")
+    assert store.locate(blob.sha1) == store.path_for(blob.sha1)
+    assert not store.link_path_for(blob.sha1).exists()
+
+
+def test_link_refuses_directories_and_missing_files(tmp_path):
+    store = Store(tmp_path / "s")
+    with pytest.raises(LocalFileError):
+        store.link(tmp_path)
+    with pytest.raises(LocalFileError):
+        store.link(tmp_path / "missing")
+
+
+def test_eight_processes_storing_the_same_50mb_file(tmp_path):
+    src = tmp_path / "big.bin"
+    sha1 = _random_file(src, 50 * 1024 * 1024, seed=1)
+    root = tmp_path / "s"
+    code = ("import sys; from kachery_client.store import Store; "
+            "print(Store(sys.argv[1]).add_file(sys.argv[2]).sha1)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root), str(src)], stdout=subprocess.PIPE)
+             for _ in range(8)]
+    outs = [p.communicate(timeout=120)[0].decode().strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs == [sha1] * 8
+    store = Store(root)
+    assert sorted(store.iter_hashes()) == sorted({sha1, store.add_file(src).manifest_sha1})
+    assert store.verify(sha1)
+    assert os.listdir(store.tmp_dir) == []
+
+
+def test_sigkill_mid_store_leaves_no_blob_and_stale_temp_is_cleaned(tmp_path):
+    root = tmp_path / "s"
+    code = ("import sys; from kachery_client.store import Store; "
+            "Store(sys.argv[1]).add_stream(sys.stdin.buffer)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root)], stdin=subprocess.PIPE)
+    payload = os.urandom(1024 * 1024)
+    for _ in range(30):                       # 30 MB in, then the writer is killed mid-stream
+        proc.stdin.write(payload)
+    proc.stdin.flush()
+    tmp = root / "tmp"
+    deadline = time.monotonic() + 30
+    while not (tmp.exists() and any((tmp / n).stat().st_size > 0 for n in os.listdir(tmp))):
+        assert proc.poll() is None, "the writer died early"
+        assert time.monotonic() < deadline, "the writer never started writing"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    proc.stdin.close()
+    store = Store(root)
+    assert list(store.iter_hashes()) == []
+    assert len(os.listdir(tmp)) == 1
+    assert store.clean_stale_temps() == 1
+    assert os.listdir(tmp) == []
+
+
+def test_clean_stale_temps_keeps_live_writers(tmp_path):
+    store = Store(tmp_path)
+    with store.writer() as w:
+        w.write(b"in progress")
+        assert store.clean_stale_temps() == 0
+        assert w.tmp_path.exists()
