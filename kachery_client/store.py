@@ -394,7 +394,7 @@ class Store:
         try:
             os.replace(tmp, final)
         except FileNotFoundError:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(final.parent, exist_ok=True)
             os.replace(tmp, final)
         # A blob made visible removes any link it supersedes.
         _unlink_quietly(final.with_name(final.name + ".link"))
