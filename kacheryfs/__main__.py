@@ -1,0 +1,3 @@
+from kacheryfs.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""The `kacheryfs` command: run the node, ask a running node for its status.
+
+Parse, build, call: the node's logic lives in node.py and daemon.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+import requests
+
+from kachery_client.config import DEFAULT_PORT, DEFAULT_STORAGE_DIR
+from kachery_client.errors import KacheryError
+
+from . import __version__
+
+log = logging.getLogger(__name__)
+
+
+def _default_storage_dir() -> str:
+    return os.environ.get("KACHERY_STORAGE_DIR") or str(DEFAULT_STORAGE_DIR.expanduser())
+
+
+def _default_port() -> int:
+    return int(os.environ.get("KACHERY_DAEMON_PORT") or DEFAULT_PORT)
+
+
+@click.group(help="kacheryfs: the kachery node (HTTP API, fetching, feeds, FUSE mount).")
+@click.version_option(__version__, prog_name="kacheryfs")
+def main() -> None:
+    pass
+
+
+@main.command(help="Run the node in the foreground until SIGTERM or SIGINT.")
+@click.option("--storage-dir", default=_default_storage_dir, show_default="$KACHERY_STORAGE_DIR or ~/kachery-storage",
+              help="the storage directory this node owns")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address the client API listens on (loopback unless you mean otherwise)")
+@click.option("--port", type=click.IntRange(0, 65535), default=_default_port,
+              show_default="$KACHERY_DAEMON_PORT or 20431")
+@click.option("--mount", "mountpoint", default=None, help="mount the store here")
+@click.option("--no-mount", is_flag=True, help="run without the FUSE mount")
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="log here instead of stderr")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+@click.option("--auth-rotation-seconds", type=float, default=180.0, hidden=True)
+def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount: bool, log_file: str | None,
+        log_level: str, auth_rotation_seconds: float) -> None:
+    import trio
+
+    from .daemon import serve
+    from .node import Node
+
+    _setup_logging(log_file, log_level)
+    extra = []
+    if mountpoint and not no_mount:
+        raise click.ClickException("the FUSE mount is not available in this build yet; use --no-mount")
+    try:
+        node = Node(Path(storage_dir))
+    except (KacheryError, PermissionError) as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        trio.run(lambda: serve(node, host, port, extra_tasks=extra, auth_rotation_seconds=auth_rotation_seconds))
+    except OSError as e:
+        raise click.ClickException(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+    finally:
+        node.close()
+
+
+@main.command(help="Print a running node's id, storage directory, blob count and bytes, requests served.")
+@click.option("--storage-dir", default=_default_storage_dir, show_default="$KACHERY_STORAGE_DIR or ~/kachery-storage")
+@click.option("--port", type=int, default=_default_port, show_default="$KACHERY_DAEMON_PORT or 20431")
+@click.option("--host", default=os.environ.get("KACHERY_DAEMON_HOST") or "127.0.0.1", show_default=True)
+def status(storage_dir: str, port: int, host: str) -> None:
+    from kachery_client.store import Store
+    url = f"http://{host}:{port}"
+    try:
+        code = (Path(storage_dir) / "client-auth").read_text()
+        r = requests.get(url + "/stats", headers={"KACHERY-CLIENT-AUTH-CODE": code}, timeout=10)
+        r.raise_for_status()
+        stats = r.json()["stats"]
+    except (OSError, requests.RequestException, ValueError, KeyError) as e:
+        raise click.ClickException(
+            f"no node answers at {url} for {storage_dir} ({e}); start one with `kacheryfs run`") from None
+    store = Store(Path(storage_dir))
+    count = total = 0
+    for sha1 in store.iter_hashes():
+        try:
+            total += store.path_for(sha1).stat().st_size
+            count += 1
+        except FileNotFoundError:
+            pass
+    click.echo(f"Node ID:           {stats['nodeId']}")
+    click.echo(f"Storage directory: {stats.get('storageDir', storage_dir)}")
+    click.echo(f"Blobs:             {count} ({total} bytes)")
+    click.echo(f"Requests served:   {stats.get('requests', 0)}")
+    click.echo(f"Listening on:      {url}")
+
+
+def _setup_logging(log_file: str | None, level: str) -> None:
+    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
+    logging.getLogger("hypercorn.error").setLevel(logging.WARNING)

@@ -1,0 +1,90 @@
+"""The node's process: one trio nursery running the HTTP API, auth rotation and extra tasks (the mount).
+
+Lifecycle:
+    start: Node(...) (identity, auth file, lock) -> HTTP server bound -> extra tasks started
+           -> READY=1 to systemd (if NOTIFY_SOCKET is set)
+    stop:  SIGTERM / SIGINT / GET /halt -> the HTTP server drains (in-flight requests finish or are
+           cancelled; a cancelled /store removes its temp file) -> extra tasks are cancelled
+           (the mount unmounts) -> the storage lock is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from .http_api import make_app
+from .node import Node
+
+log = logging.getLogger(__name__)
+
+# An extra task is started like a trio nursery task: it calls task_status.started() once up.
+ExtraTask = Callable[..., Awaitable[Any]]
+AUTH_ROTATION_SECONDS = 180.0
+
+
+async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[ExtraTask] = (),
+                auth_rotation_seconds: float = AUTH_ROTATION_SECONDS,
+                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    stop = trio.Event()
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 10
+    config.keep_alive_timeout = 75
+    config.h11_max_incomplete_size = 64 * 1024
+    app = make_app(node, halt=stop)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signals, stop)
+        nursery.start_soon(_rotate_auth, node, auth_rotation_seconds)
+
+        async def http(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await hypercorn_serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+            log.info("HTTP server drained; stopping")
+            nursery.cancel_scope.cancel()        # then the mount, rotation and signal tasks
+
+        await nursery.start(http)
+        log.info("node %s serving %s on http://%s:%d", node.node_id, node.storage_dir, host, port)
+        for task in extra_tasks:
+            await nursery.start(task)
+        notify_systemd("READY=1")
+        task_status.started()
+
+
+async def _stop_on_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+async def _rotate_auth(node: Node, period: float) -> None:
+    while True:
+        await trio.sleep(period)
+        await trio.to_thread.run_sync(node.auth.rotate)
+
+
+def notify_systemd(message: str) -> None:
+    """sd_notify without a dependency: one datagram to $NOTIFY_SOCKET."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(address)
+            s.sendall(message.encode())
+        except OSError as e:
+            log.warning("could not notify systemd: %s", e)
