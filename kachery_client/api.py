@@ -27,7 +27,7 @@ from .uri import FileURI, format_file_uri, is_file_uri, parse_file_uri
 
 ProgressFn = Callable[[int], None]
 _ENV_KEYS = ("KACHERY_OFFLINE_STORAGE_DIR", "KACHERY_STORAGE_DIR", "KACHERY_DAEMON_HOST",
-             "KACHERY_DAEMON_PORT", "KACHERY_TEMP_DIR", "KACHERY_KEEP_TEMP_FILES")
+             "KACHERY_DAEMON_PORT", "KACHERY_TEMP_DIR", "KACHERY_KEEP_TEMP_FILES", "KACHERY_CLIENT_AUTH_CODE")
 
 
 class _Context:
@@ -72,11 +72,12 @@ class _Context:
         return store if store is not None and is_writable_dir(store.root) else None
 
     def cache_store(self) -> Store:
-        """Where bytes downloaded from a node on another host are kept."""
+        """Where bytes downloaded from a node on another host are kept: the shared store if
+        writable, else this machine's own KACHERY_STORAGE_DIR, else ~/.cache/kachery/storage."""
         shared = self.local_store()
         if shared is not None and is_writable_dir(shared.root):
             return shared
-        return self.store_at(Path("~/.cache/kachery/storage").expanduser())
+        return self.store_at(self.config.storage_dir or Path("~/.cache/kachery/storage").expanduser())
 
 
 _contexts: dict[tuple[str | None, ...], _Context] = {}
@@ -195,8 +196,11 @@ def load_file(uri: str, dest: str | os.PathLike[str] | None = None, local_only: 
 def _locate(furi: FileURI, local_only: bool) -> Path:
     ctx = _context()
     store = ctx.local_store()
-    if store is not None:
-        found = store.locate(furi.sha1)
+    stores = [store] if store is not None else []
+    if not ctx.config.offline:
+        stores.append(ctx.cache_store())
+    for candidate in stores:
+        found = candidate.locate(furi.sha1)
         if found is not None:
             return found
     if ctx.config.offline or local_only:
@@ -205,10 +209,10 @@ def _locate(furi: FileURI, local_only: bool) -> Path:
     node_path = Path(ctx.node().load_file(furi))
     if os.access(node_path, os.R_OK):
         return node_path
-    return _download(ctx, furi)
+    return download(ctx, furi)
 
 
-def _download(ctx: _Context, furi: FileURI) -> Path:
+def download(ctx: _Context, furi: FileURI) -> Path:
     """Bytes from a node on another host, verified before they become a blob here."""
     cache = ctx.cache_store()
     with cache.writer(expected_sha1=furi.sha1) as w:

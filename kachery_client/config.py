@@ -5,6 +5,7 @@
     KACHERY_DAEMON_HOST/PORT      where the node listens (localhost:20431)
     KACHERY_TEMP_DIR              client temp root
     KACHERY_KEEP_TEMP_FILES       exactly "1" keeps the client's temp files
+    KACHERY_CLIENT_AUTH_CODE      a code the node's operator listed for clients on other machines
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Config:
     daemon_port: int
     temp_dir: Path
     keep_temp_files: bool
+    client_auth_code: str | None = None
 
     @property
     def offline(self) -> bool:
@@ -66,6 +68,7 @@ class Config:
             daemon_port=port,
             temp_dir=temp,
             keep_temp_files=env.get("KACHERY_KEEP_TEMP_FILES") == "1",
+            client_auth_code=env.get("KACHERY_CLIENT_AUTH_CODE") or None,
         )
 
 

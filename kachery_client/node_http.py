@@ -77,6 +77,8 @@ class NodeClient:
             return None
 
     def _auth_code(self, refresh: bool = False) -> str:
+        if self.config.client_auth_code:
+            return self.config.client_auth_code
         now = time.monotonic()
         if not refresh and self._auth and now - self._auth[0] < AUTH_CACHE_SECONDS:
             return self._auth[1]

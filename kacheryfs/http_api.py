@@ -38,6 +38,8 @@ AUTH_HEADER = b"kachery-client-auth-code"
 MAX_JSON_BODY = 256 * 1024 * 1024       # the original's 100 kB limit was a defect (8)
 STORE_BATCH = 4 * 1024 * 1024           # bytes gathered before each hand-off to a thread
 PROGRESS_INTERVAL = 2.0
+EXTRA_CODES_KEY = "_other_client_auth_codes"
+EXTRA_CODES_CACHE_SECONDS = 5.0
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 Handler = Callable[[Node, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -330,6 +332,8 @@ class ClientAuthWrapper:
     def __init__(self, app: Any, node: Node):
         self.app = app
         self.node = node
+        self._extra_codes: set[str] = set()
+        self._extra_read_at = -float("inf")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -340,12 +344,24 @@ class ClientAuthWrapper:
                 if code is None:
                     message = ("Missing client auth code in daemon request. "
                                "You probably need to upgrade kachery-daemon or kachery.")
-                elif not self.node.auth.accepts(code.decode("latin-1")):
+                elif not (self.node.auth.accepts(code.decode("latin-1"))
+                          or await self._is_extra_code(code.decode("latin-1"))):
                     message = "Incorrect or invalid client authorization code."
                 if message is not None:
                     await PlainTextResponse(message, status_code=403, media_type="text/html")(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+    async def _is_extra_code(self, code: str) -> bool:
+        """Codes an operator lists in the mutable "_other_client_auth_codes" (PROTOCOL.md section 2),
+        for clients on other machines, which cannot read the rotating client-auth file."""
+        now = trio.current_time()
+        if now - self._extra_read_at > EXTRA_CODES_CACHE_SECONDS:
+            found, value = await trio.to_thread.run_sync(self.node.mutables.get, EXTRA_CODES_KEY)
+            self._extra_codes = {c for c in value if isinstance(c, str) and len(c) >= 8} \
+                if found and isinstance(value, list) else set()
+            self._extra_read_at = now
+        return code in self._extra_codes
 
 
 def make_app(node: Node, halt: trio.Event, extra_routes: list[Route] | None = None) -> Any:
