@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 AUTH_HEADER = b"kachery-client-auth-code"
 MAX_JSON_BODY = 256 * 1024 * 1024       # the original's 100 kB limit was a defect (8)
 STORE_BATCH = 4 * 1024 * 1024           # bytes gathered before each hand-off to a thread
+STORE_QUEUE = 2                         # batches waiting for the writer thread
 PROGRESS_INTERVAL = 2.0
 EXTRA_CODES_KEY = "_other_client_auth_codes"
 EXTRA_CODES_CACHE_SECONDS = 5.0
@@ -83,11 +84,9 @@ async def link_file(node: Node, body: dict[str, Any]) -> dict[str, Any]:
 async def added(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     """Ours: a client sharing the storage dir added a blob itself."""
     sha1 = check_sha1(field(body, "sha1", str))
-    if await trio.to_thread.run_sync(node.store.locate, sha1) is None:
-        raise NotFoundError(f"sha1://{sha1} is not in the store")
     name = field(body, "name", str, required=False)
-    if name:
-        await node.record_name(sha1, name)
+    if not await node.adopt(sha1, name):
+        raise NotFoundError(f"sha1://{sha1} is not in the store")
     node.stats.blobs_stored += 1
     return {"success": True}
 
@@ -187,14 +186,7 @@ async def store(request: Request) -> Response:
         return _error_response(400, str(e))
     writer: BlobWriter = await trio.to_thread.run_sync(node.store.writer)
     try:
-        batch = bytearray()
-        async for chunk in request.stream():
-            batch += chunk
-            if len(batch) >= STORE_BATCH:
-                await trio.to_thread.run_sync(writer.write, bytes(batch))
-                batch.clear()
-        if batch:
-            await trio.to_thread.run_sync(writer.write, bytes(batch))
+        await _receive_into(request, writer)
         if writer.size != int(length):
             raise UsageError(f"received {writer.size} bytes, Content-Length said {length}")
         blob = await trio.to_thread.run_sync(writer.commit)
@@ -209,6 +201,29 @@ async def store(request: Request) -> Response:
     if name:
         await node.record_name(blob.sha1, name)
     return JSONResponse({"success": True, "error": None, "sha1": blob.sha1, "manifestSha1": blob.manifest_sha1})
+
+
+async def _receive_into(request: Request, writer: BlobWriter) -> None:
+    """Body -> writer, receiving the next batch while a worker thread hashes and writes the last
+    (at most STORE_QUEUE batches in flight: memory stays bounded)."""
+    send, receive = trio.open_memory_channel[bytearray](STORE_QUEUE)
+
+    async def write_batches() -> None:
+        async with receive:
+            async for batch in receive:
+                await trio.to_thread.run_sync(writer.write, batch)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write_batches)
+        async with send:
+            batch = bytearray()
+            async for chunk in request.stream():
+                batch += chunk
+                if len(batch) >= STORE_BATCH:
+                    await send.send(batch)
+                    batch = bytearray()
+            if batch:
+                await send.send(batch)
 
 
 def _frame(obj: dict[str, Any]) -> bytes:

@@ -62,6 +62,7 @@ class Names:
         if conn is None:
             conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")     # WAL: durable at checkpoints, never corrupt
             self._local.conn = conn
         return conn
 
@@ -109,10 +110,22 @@ class Node:
         return await self.fetcher.ensure(sha1, manifest_sha1, progress)
 
     async def record_name(self, sha1: str, name: str) -> None:
-        check_name(name)
-        if "/" in name:
-            raise UsageError(f"a stored name is one path segment, not {name!r}")
+        _check_stored_name(name)
         await trio.to_thread.run_sync(self.names.add, check_sha1(sha1), name)
+
+    async def adopt(self, sha1: str, name: str | None) -> bool:
+        """A client added this blob into our store itself: record its name. False if absent."""
+        sha1 = check_sha1(sha1)
+        if name is not None:
+            _check_stored_name(name)
+
+        def work() -> bool:
+            if self.store.locate(sha1) is None:
+                return False
+            if name:
+                self.names.add(sha1, name)
+            return True
+        return await trio.to_thread.run_sync(work)
 
     async def names_for(self, sha1: str) -> list[str]:
         return await trio.to_thread.run_sync(self.names.for_hash, check_sha1(sha1))
@@ -127,6 +140,12 @@ class Node:
             except FileNotFoundError:
                 pass
         return n, total
+
+
+def _check_stored_name(name: str) -> None:
+    check_name(name)
+    if "/" in name or not name:
+        raise UsageError(f"a stored name is one non-empty path segment, not {name!r}")
 
 
 def _lock_storage(storage_dir: Path) -> Any:
