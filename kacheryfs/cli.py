@@ -5,6 +5,7 @@ Parse, build, call: the node's logic lives in node.py and daemon.py.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -42,27 +43,32 @@ def main() -> None:
               help="address the client API listens on (loopback unless you mean otherwise)")
 @click.option("--port", type=click.IntRange(0, 65535), default=_default_port,
               show_default="$KACHERY_DAEMON_PORT or 20431")
-@click.option("--mount", "mountpoint", default=None, help="mount the store here")
-@click.option("--no-mount", is_flag=True, help="run without the FUSE mount")
+@click.option("--mount", "mountpoint", default=None,
+              help="mount the store here [default: /kachery as root, else ~/kachery]")
+@click.option("--no-mount", is_flag=True, help="run without the FUSE mount (headless node)")
+@click.option("--fetch-timeout", type=float, default=60.0, show_default=True,
+              help="seconds a read in the mount waits for a fetch before failing with EIO")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="log here instead of stderr")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--auth-rotation-seconds", type=float, default=180.0, hidden=True)
-def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount: bool, log_file: str | None,
-        log_level: str, auth_rotation_seconds: float) -> None:
+def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount: bool, fetch_timeout: float,
+        log_file: str | None, log_level: str, auth_rotation_seconds: float) -> None:
     import trio
 
     from .daemon import serve
     from .node import Node
 
     _setup_logging(log_file, log_level)
-    extra = []
-    if mountpoint and not no_mount:
-        raise click.ClickException("the FUSE mount is not available in this build yet; use --no-mount")
     try:
         node = Node(Path(storage_dir))
     except (KacheryError, PermissionError) as e:
         raise click.ClickException(str(e)) from None
+    extra = []
+    if not no_mount:
+        from .mount import default_mountpoint, run_mount
+        where = Path(mountpoint).expanduser() if mountpoint else default_mountpoint()
+        extra.append(functools.partial(run_mount, node, where, fetch_timeout=fetch_timeout))
     try:
         trio.run(lambda: serve(node, host, port, extra_tasks=extra, auth_rotation_seconds=auth_rotation_seconds))
     except OSError as e:

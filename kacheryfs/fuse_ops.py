@@ -1,0 +1,203 @@
+"""pyfuse3.Operations over the VFS: translation only, and the only place that raises FUSEError.
+
+    NotFoundError -> ENOENT, TransferError / IntegrityError -> EIO, FsError -> its errno,
+    UsageError -> EINVAL, anything unexpected -> EIO (logged with its traceback, the mount lives on).
+
+Reads of blobs use os.pread on a descriptor kept per open file, straight from the loop: the blob
+is a local file, and a thread hop per 128 KiB request would cost more than the read.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+
+from kachery_client.errors import IntegrityError, NotFoundError, TransferError, UsageError
+
+from .vfs import VFS, XATTR_PREFIX, Attr, FsError, Incoming
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _translate(fn: F) -> F:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except NotFoundError:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except FsError as e:
+            raise pyfuse3.FUSEError(e.errno) from None
+        except (TransferError, IntegrityError) as e:
+            log.warning("%s: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except UsageError:
+            raise pyfuse3.FUSEError(errno.EINVAL) from None
+        except OSError as e:
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+    return wrapper  # type: ignore[return-value]
+
+
+def _entry(attr: Attr) -> pyfuse3.EntryAttributes:
+    e = pyfuse3.EntryAttributes()
+    e.st_ino = attr.ino
+    e.st_mode = attr.mode
+    e.st_nlink = attr.nlink
+    e.st_size = attr.size
+    e.st_uid = os.getuid()
+    e.st_gid = os.getgid()
+    e.st_blksize = 128 * 1024
+    e.st_blocks = (attr.size + 511) // 512
+    e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = attr.mtime_ns
+    e.entry_timeout = attr.timeout
+    e.attr_timeout = attr.timeout
+    return e
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, vfs: VFS):
+        super().__init__()
+        self.vfs = vfs
+        self._fds: dict[int, int] = {}            # file handle -> blob descriptor
+        self._writers: dict[int, Incoming] = {}   # file handle -> incoming file
+        self._next_fh = 1
+
+    def _new_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    @_translate
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return _entry(await self.vfs.lookup(parent_inode, os.fsdecode(name)))
+
+    @_translate
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return _entry(await self.vfs.getattr(inode))
+
+    @_translate
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> pyfuse3.EntryAttributes:
+        if fields.update_size:
+            await self.vfs.truncate(self.vfs.incoming(inode), attr.st_size)
+        return _entry(await self.vfs.getattr(inode))   # mode and times of stored content stay as they are
+
+    @_translate
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        inc = self.vfs.incoming(inode)
+        if inc.sha1 is None:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return os.fsencode(self.vfs.symlink_target(inc))
+
+    @_translate
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        attr = await self.vfs.getattr(inode)
+        if not attr.mode & 0o040000:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    @_translate
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        for name, attr, next_id in await self.vfs.list_dir(fh, start_id):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), _entry(attr), next_id):
+                break
+
+    @_translate
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        entry = self.vfs.entry(inode)
+        if entry.kind == "incoming":
+            inc = self.vfs.incoming(inode)
+            if inc.writer is None:
+                raise pyfuse3.FUSEError(errno.EROFS)
+            inc.open_count += 1
+            fh = self._new_fh()
+            self._writers[fh] = inc
+            return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=False)
+        if entry.kind != "blob":
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        assert entry.sha1 is not None
+        fd = os.open(await self.vfs.local_path(entry.sha1), os.O_RDONLY)
+        fh = self._new_fh()
+        self._fds[fh] = fd
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    @_translate
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        inc = await self.vfs.create(parent_inode, os.fsdecode(name))
+        fh = self._new_fh()
+        self._writers[fh] = inc
+        return pyfuse3.FileInfo(fh=fh), _entry(self.vfs.incoming_attr(inc))
+
+    @_translate
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        fd = self._fds.get(fh)
+        if fd is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return os.pread(fd, size, off)
+
+    @_translate
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        inc = self._writers.get(fh)
+        if inc is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return await self.vfs.write(inc, off, buf)
+
+    @_translate
+    async def flush(self, fh: int) -> None:
+        # close() waits for flush, not for release: store here, so that when `cp` returns the
+        # entry is already the symlink. Writes after a first close (through a dup) get EROFS.
+        inc = self._writers.get(fh)
+        if inc is not None:
+            await self.vfs.store(inc)
+
+    @_translate
+    async def release(self, fh: int) -> None:
+        fd = self._fds.pop(fh, None)
+        if fd is not None:
+            os.close(fd)
+            return
+        inc = self._writers.pop(fh, None)
+        if inc is not None:
+            await self.vfs.release(inc)
+
+    @_translate
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self.vfs.unlink(parent_inode, os.fsdecode(name))
+
+    @_translate
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        key = os.fsdecode(name)
+        values = self.vfs.xattrs(inode)
+        if not key.startswith(XATTR_PREFIX) or key[len(XATTR_PREFIX):] not in values:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return values[key[len(XATTR_PREFIX):]]
+
+    @_translate
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return [os.fsencode(XATTR_PREFIX + k) for k in self.vfs.xattrs(inode)]
+
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        st = os.statvfs(self.vfs.node.storage_dir)
+        out = pyfuse3.StatvfsData()
+        for attr in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree",
+                     "f_favail", "f_namemax"):
+            setattr(out, attr, getattr(st, attr))
+        return out
