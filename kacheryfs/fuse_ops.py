@@ -160,13 +160,9 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EBADF)
         return await self.vfs.write(inc, off, buf)
 
-    @_translate
-    async def flush(self, fh: int) -> None:
-        # close() waits for flush, not for release: store here, so that when `cp` returns the
-        # entry is already the symlink. Writes after a first close (through a dup) get EROFS.
-        inc = self._writers.get(fh)
-        if inc is not None:
-            await self.vfs.store(inc)
+    # No flush handler: the kernel sends FLUSH on every close() of a descriptor, also of a dup
+    # (a shell's `>` does open, dup2, close before writing). Content is stored on release, when
+    # the last descriptor is gone; the kernel sends it a moment after that close() returns.
 
     @_translate
     async def release(self, fh: int) -> None:

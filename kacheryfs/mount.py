@@ -31,9 +31,12 @@ def default_mountpoint() -> Path:
 
 
 def clean_stale_mount(mountpoint: Path) -> None:
-    """A mount left by a crashed process answers ENOTCONN: lazily unmount it before reuse."""
+    """A mount left by a crashed process answers ENOTCONN: lazily unmount it before reuse.
+
+    statvfs, not stat: the kernel may still answer stat from its attribute cache.
+    """
     try:
-        os.stat(mountpoint)
+        os.statvfs(mountpoint)
     except FileNotFoundError:
         pass
     except OSError as e:

@@ -245,14 +245,21 @@ class VFS:
 
     async def write(self, inc: Incoming, offset: int, data: bytes) -> int:
         if inc.writer is None:
+            if self._incoming.get(inc.entry.name or "") is not inc:
+                raise FsError(errno.EIO, "this incoming file was discarded")
             raise FsError(errno.EROFS, "already stored: content is immutable")
         if offset != inc.size:
             # Hashing as bytes arrive needs them in order; cp, shells and Python all write so.
+            await self._discard(inc)
             raise FsError(errno.EIO, f"incoming/ takes sequential writes only (offset {offset}, size {inc.size})")
         inc.pending += data
         if len(inc.pending) >= INGEST_BATCH:
             batch, inc.pending = inc.pending, bytearray()
-            await trio.to_thread.run_sync(inc.writer.write, batch)
+            try:
+                await trio.to_thread.run_sync(inc.writer.write, batch)
+            except OSError as e:              # e.g. ENOSPC in the storage dir: store nothing
+                await self._discard(inc)
+                raise FsError(e.errno or errno.EIO, str(e)) from None
         inc.mtime_ns = time.time_ns()
         return len(data)
 
@@ -294,14 +301,24 @@ class VFS:
         await self.node.record_name(inc.sha1, inc.entry.name)
         log.info("stored incoming/%s as sha1://%s", inc.entry.name, inc.sha1)
 
+    async def _discard(self, inc: Incoming) -> None:
+        """A failed write: nothing of this file is stored, and its entry goes away."""
+        writer, inc.writer = inc.writer, None
+        if writer is not None:
+            await trio.to_thread.run_sync(writer.abort)
+        if self._incoming.get(inc.entry.name or "") is inc:
+            del self._incoming[inc.entry.name or ""]
+        log.warning("discarded incoming/%s after a failed write", inc.entry.name)
+
     async def unlink(self, parent: int, name: str) -> None:
         if parent != INCOMING_INODE:
             raise FsError(errno.EROFS, "only incoming/ entries can be removed")
         inc = self._incoming.pop(name, None)
         if inc is None:
             raise NotFoundError(name)
-        if inc.writer is not None and inc.open_count == 0:
-            await trio.to_thread.run_sync(inc.writer.abort)
+        if inc.writer is not None:              # removed mid-write: store nothing
+            writer, inc.writer = inc.writer, None
+            await trio.to_thread.run_sync(writer.abort)
 
     def symlink_target(self, inc: Incoming) -> str:
         return f"../sha1/{inc.sha1}/{inc.entry.name}"
