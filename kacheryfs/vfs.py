@@ -142,6 +142,8 @@ class VFS:
         parent_entry = self.entry(parent)
         if parent_entry.kind == "hashdir":
             try:
+                if not name or "/" in name:
+                    raise UsageError("a file name is one non-empty segment")
                 check_name(name)
             except UsageError:
                 raise NotFoundError(name) from None

@@ -1,0 +1,93 @@
+"""The mount's namespace core and the FUSE adapter, awaited directly (no kernel, no mount)."""
+
+import errno
+import os
+import stat
+
+import pyfuse3
+import pytest
+import trio
+
+from kachery_client.errors import NotFoundError
+from kacheryfs.fuse_ops import Operations
+from kacheryfs.node import Node
+from kacheryfs.vfs import INCOMING_INODE, ROOT_INODE, SHA1_INODE, VFS, FsError
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = Node(tmp_path / "storage")
+    yield n
+    n.close()
+
+
+def run(fn, *args):
+    return trio.run(fn, *args)
+
+
+def test_lookup_listing_and_attrs(node):
+    blob = node.store.add_bytes(b"content")
+    vfs = VFS(node)
+
+    async def main():
+        await node.record_name(blob.sha1, "c.txt")
+        hashdir = await vfs.lookup(SHA1_INODE, blob.sha1)
+        assert stat.S_ISDIR(hashdir.mode)
+        f = await vfs.lookup(hashdir.ino, "whatever.bin")
+        assert stat.S_ISREG(f.mode) and f.size == 7 and f.mode & 0o222 == 0
+        assert (await vfs.lookup(hashdir.ino, "whatever.bin")).ino == f.ino           # stable inodes
+        assert [n for n, _, _ in await vfs.list_dir(SHA1_INODE, 0)] == [blob.sha1]
+        assert [n for n, _, _ in await vfs.list_dir(hashdir.ino, 0)] == ["c.txt"]
+        assert [n for n, _, _ in await vfs.list_dir(ROOT_INODE, 1)] == ["incoming"]  # offsets resume
+        for bad in ("..", "a\\b", ""):
+            with pytest.raises(NotFoundError):
+                await vfs.lookup(hashdir.ino, bad)
+        with pytest.raises(NotFoundError):
+            await vfs.lookup(SHA1_INODE, "f" * 40)
+        assert vfs.xattrs(f.ino)["uri"] == f"sha1://{blob.sha1}/whatever.bin".encode()
+    run(main)
+
+
+def test_incoming_lifecycle(node):
+    vfs = VFS(node)
+
+    async def main():
+        inc = await vfs.create(INCOMING_INODE, "new.txt")
+        await vfs.write(inc, 0, b"hello ")
+        await vfs.write(inc, 6, b"world")
+        assert (await vfs.getattr(inc.entry.ino)).size == 11
+        with pytest.raises(FsError) as e:
+            await vfs.create(INCOMING_INODE, "new.txt")
+        assert e.value.errno == errno.EEXIST
+        await vfs.release(inc)
+        attr = await vfs.lookup(INCOMING_INODE, "new.txt")
+        assert stat.S_ISLNK(attr.mode)
+        assert vfs.symlink_target(inc) == f"../sha1/{inc.sha1}/new.txt"
+        assert node.store.read_bytes(inc.sha1) == b"hello world"
+        assert await node.names_for(inc.sha1) == ["new.txt"]
+        with pytest.raises(FsError) as e:
+            await vfs.create(SHA1_INODE, "x")
+        assert e.value.errno == errno.EROFS
+    run(main)
+
+
+def test_adapter_translates_errors(node):
+    ops = Operations(VFS(node))
+
+    async def main():
+        for name, code in ((b"nope", errno.ENOENT),):
+            with pytest.raises(pyfuse3.FUSEError) as e:
+                await ops.lookup(ROOT_INODE, name)
+            assert e.value.errno == code
+        with pytest.raises(pyfuse3.FUSEError) as e:
+            await ops.unlink(SHA1_INODE, b"x", None)
+        assert e.value.errno == errno.EROFS
+        fi, attr = await ops.create(INCOMING_INODE, b"a.bin", 0o644, os.O_WRONLY, None)
+        assert await ops.write(fi.fh, 0, b"abc") == 3
+        with pytest.raises(pyfuse3.FUSEError) as e:
+            await ops.write(fi.fh, 10, b"gap")
+        assert e.value.errno == errno.EIO
+        await ops.release(fi.fh)
+        assert "a.bin" not in [n for n, _, _ in await ops.vfs.list_dir(INCOMING_INODE, 0)]
+        assert os.listdir(node.store.tmp_dir) == []
+    run(main)
