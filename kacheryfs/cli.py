@@ -30,13 +30,24 @@ def _default_port() -> int:
     return int(os.environ.get("KACHERY_DAEMON_PORT") or DEFAULT_PORT)
 
 
-@click.group(help="kacheryfs: the kachery node (HTTP API, fetching, feeds, FUSE mount).")
+@click.group(help="kacheryfs: the kachery node (HTTP API, fetching, feeds, FUSE mount).\n\n"
+                  "Also the mount helper: `kacheryfs <storage-dir> <mount-point> -o <options>` "
+                  "(what `mount -t fuse.kacheryfs` and fstab run).")
 @click.version_option(__version__, prog_name="kacheryfs")
-def main() -> None:
+def commands() -> None:
     pass
 
 
-@main.command(help="Run the node in the foreground until SIGTERM or SIGINT.")
+def main() -> None:
+    """Entry point: subcommands, or the mount(8) helper form when the first word is a path."""
+    argv = sys.argv
+    if len(argv) >= 3 and argv[1] not in commands.commands and not argv[1].startswith("-"):
+        from .mount_helper import main as helper_main
+        sys.exit(helper_main(argv))
+    commands(prog_name="kacheryfs")
+
+
+@commands.command(help="Run the node in the foreground until SIGTERM or SIGINT.")
 @click.option("--storage-dir", default=_default_storage_dir, show_default="$KACHERY_STORAGE_DIR or ~/kachery-storage",
               help="the storage directory this node owns")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -77,7 +88,7 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
         node.close()
 
 
-@main.command(help="Print a running node's id, storage directory, blob count and bytes, requests served.")
+@commands.command(help="Print a running node's id, storage directory, blob count and bytes, requests served.")
 @click.option("--storage-dir", default=_default_storage_dir, show_default="$KACHERY_STORAGE_DIR or ~/kachery-storage")
 @click.option("--port", type=int, default=_default_port, show_default="$KACHERY_DAEMON_PORT or 20431")
 @click.option("--host", default=os.environ.get("KACHERY_DAEMON_HOST") or "127.0.0.1", show_default=True)

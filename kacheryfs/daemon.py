@@ -61,9 +61,17 @@ async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[Extra
         await nursery.start(http)
         log.info("node %s serving %s on http://%s:%d", node.node_id, node.storage_dir, host, port)
         for task in extra_tasks:
-            await nursery.start(task)
+            await nursery.start(_stop_when_done, task, stop)
         notify_systemd("READY=1")
         task_status.started()
+
+
+async def _stop_when_done(task: ExtraTask, stop: trio.Event,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """An extra task that ends by itself (the mount, unmounted from outside) stops the node."""
+    await task(task_status=task_status)
+    log.info("%s ended; stopping the node", getattr(task, "func", task).__name__)
+    stop.set()
 
 
 async def _stop_on_signals(stop: trio.Event) -> None:

@@ -51,12 +51,14 @@ def mounted_node(tmp_path: Path, storage: Path | None = None, mnt: Path | None =
                  args: tuple[str, ...] = ()) -> Iterator[tuple[NodeProc, Path]]:
     storage = storage or tmp_path / "storage"
     mnt = mnt or tmp_path / "mnt"
-    node = start_node(storage, args=("--mount", str(mnt), *args))
+    node = None
     try:
+        node = start_node(storage, args=("--mount", str(mnt), *args))
         wait_for_mount(mnt, node.proc, node.log())
         yield node, mnt
     finally:
-        node.stop()
+        if node is not None:
+            node.stop()
         if os.path.ismount(mnt):
             force_unmount(mnt)
 
