@@ -127,7 +127,7 @@ class Operations(pyfuse3.Operations):
             inc.open_count += 1
             fh = self._new_fh()
             self._writers[fh] = inc
-            return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=False)
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         if entry.kind != "blob":
             raise pyfuse3.FUSEError(errno.EISDIR)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
@@ -144,7 +144,7 @@ class Operations(pyfuse3.Operations):
         inc = await self.vfs.create(parent_inode, os.fsdecode(name))
         fh = self._new_fh()
         self._writers[fh] = inc
-        return pyfuse3.FileInfo(fh=fh), _entry(self.vfs.incoming_attr(inc))
+        return pyfuse3.FileInfo(fh=fh, direct_io=True), _entry(self.vfs.incoming_attr(inc))
 
     @_translate
     async def read(self, fh: int, off: int, size: int) -> bytes:
