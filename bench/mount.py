@@ -38,6 +38,13 @@ def drop_cache(*paths: Path) -> None:
             os.close(fd)
 
 
+def _peak_rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
 def cat(path: Path) -> None:
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
 
@@ -87,6 +94,12 @@ def main() -> None:
         cp_in = timed(ingest, repeat=1)
         print(f"cp into incoming/: {baseline / cp_in:.2f}x the speed of kachery-store "
               f"({cp_in:.3f} s vs {baseline:.3f} s; target >= 0.5x)")
+
+        big = make_file(2 << 30)
+        hwm = _peak_rss_mib(node.proc.pid)
+        shutil.copyfile(big, mnt / "incoming" / "two-gib.bin")
+        print(f"node peak RSS grew by {_peak_rss_mib(node.proc.pid) - hwm:.0f} MiB while 2 GiB were copied into "
+              f"incoming/ (target <= ~100 MB)")
 
         os.stat(mounted)
         t = time.perf_counter()

@@ -59,7 +59,14 @@ def _only_cancellation(exc: BaseException) -> bool:
 async def run_mount(node: Node, mountpoint: Path, *, fetch_timeout: float = 60.0,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     clean_stale_mount(mountpoint)
-    ops = Operations(VFS(node, fetch_timeout=fetch_timeout))
+    async with trio.open_nursery() as background:      # incoming/ batch writes
+        await _serve(node, mountpoint, fetch_timeout, background, task_status)
+        background.cancel_scope.cancel()
+
+
+async def _serve(node: Node, mountpoint: Path, fetch_timeout: float, background: trio.Nursery,
+                 task_status: trio.TaskStatus[None]) -> None:
+    ops = Operations(VFS(node, fetch_timeout=fetch_timeout, spawn=background.start_soon))
     options = set(pyfuse3.default_options)
     options.add("fsname=kacheryfs")
     options.add("subtype=kacheryfs")

@@ -14,8 +14,9 @@ or slow source -> TransferError (EIO).
 
 Concurrency: every method runs on the trio loop. Inode numbers and Entry objects are created on
 first lookup and kept for the life of the mount. Incoming files are written by one BlobWriter
-each; bytes are batched in memory up to INGEST_BATCH and handed to a worker thread, so memory
-stays bounded whatever the file's size. Concurrent lookups of one missing hash share one fetch
+each; bytes are batched in memory up to INGEST_BATCH and handed to a worker thread in the
+background (at most one batch in flight per file, so memory stays bounded whatever the file's
+size); store, discard and unlink first wait for that batch (`Incoming.idle`). Concurrent lookups of one missing hash share one fetch
 (the fetcher is single-flight).
 """
 
@@ -29,6 +30,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -75,6 +77,12 @@ class Entry:
     name: str | None = None
 
 
+def _set_event() -> trio.Event:
+    event = trio.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class Incoming:
     """A file in incoming/: being written (writer set), or stored (sha1 set, then a symlink)."""
@@ -83,17 +91,22 @@ class Incoming:
     pending: bytearray = field(default_factory=bytearray)
     open_count: int = 0
     sha1: str | None = None
+    idle: trio.Event = field(default_factory=_set_event)   # no batch in a worker thread
+    error: OSError | None = None                             # what the last batch hit
+    received: int = 0                                        # bytes accepted from the kernel
     mtime_ns: int = field(default_factory=time.time_ns)
 
     @property
     def size(self) -> int:
-        return (self.writer.size if self.writer else 0) + len(self.pending)
+        return self.received
 
 
 class VFS:
-    def __init__(self, node: Node, fetch_timeout: float = 60.0):
+    def __init__(self, node: Node, fetch_timeout: float = 60.0, spawn: Any = None):
         self.node = node
         self.fetch_timeout = fetch_timeout
+        # Where background batch writes run (the mount's nursery); None: write inline.
+        self._spawn = spawn
         self._entries: dict[int, Entry] = {
             ROOT_INODE: Entry(ROOT_INODE, "dir"), SHA1_INODE: Entry(SHA1_INODE, "dir"),
             INCOMING_INODE: Entry(INCOMING_INODE, "dir")}
@@ -255,21 +268,43 @@ class VFS:
             await self._discard(inc)
             raise FsError(errno.EIO, f"incoming/ takes sequential writes only (offset {offset}, size {inc.size})")
         inc.pending += data
+        inc.received += len(data)
         if len(inc.pending) >= INGEST_BATCH:
+            # Double buffering: one batch hashed and written in a thread while the next fills,
+            # so replies to the kernel do not wait for hashing. Memory: two batches per file.
+            await inc.idle.wait()
+            await self._raise_batch_error(inc)
             batch, inc.pending = inc.pending, bytearray()
-            try:
-                await trio.to_thread.run_sync(inc.writer.write, batch)
-            except OSError as e:              # e.g. ENOSPC in the storage dir: store nothing
-                await self._discard(inc)
-                raise FsError(e.errno or errno.EIO, str(e)) from None
+            inc.idle = trio.Event()
+            if self._spawn is not None:
+                self._spawn(self._write_batch, inc, inc.writer, batch, inc.idle)
+            else:
+                await self._write_batch(inc, inc.writer, batch, inc.idle)
+                await self._raise_batch_error(inc)
         inc.mtime_ns = time.time_ns()
         return len(data)
+
+    @staticmethod
+    async def _write_batch(inc: Incoming, writer: BlobWriter, batch: bytearray, done: trio.Event) -> None:
+        try:
+            await trio.to_thread.run_sync(writer.write, batch)
+        except OSError as e:                  # e.g. ENOSPC in the storage dir
+            inc.error = e
+        finally:
+            done.set()
+
+    async def _raise_batch_error(self, inc: Incoming) -> None:
+        if inc.error is not None:
+            error = inc.error
+            await self._discard(inc)
+            raise FsError(error.errno or errno.EIO, str(error))
 
     async def truncate(self, inc: Incoming, size: int) -> None:
         if size == inc.size:
             return
-        if size == 0 and inc.writer is not None and inc.writer.size == 0:
-            inc.pending.clear()         # open(O_TRUNC) of a file nothing was flushed to yet
+        if size == 0 and inc.writer is not None and inc.received == len(inc.pending):
+            inc.pending.clear()         # open(O_TRUNC) of a file nothing was handed on from yet
+            inc.received = 0
             return
         raise FsError(errno.EPERM, "incoming files can only grow by appending")
 
@@ -282,6 +317,10 @@ class VFS:
     async def store(self, inc: Incoming) -> None:
         """Commit the written bytes; the entry becomes a symlink to ../sha1/<hash>/<name>."""
         if inc.writer is None:
+            return
+        await inc.idle.wait()
+        if inc.error is not None:
+            await self._discard(inc)
             return
         writer, inc.writer = inc.writer, None
         pending, inc.pending = inc.pending, bytearray()
@@ -305,6 +344,7 @@ class VFS:
 
     async def _discard(self, inc: Incoming) -> None:
         """A failed write: nothing of this file is stored, and its entry goes away."""
+        await inc.idle.wait()                 # never close the temp file under a worker thread
         writer, inc.writer = inc.writer, None
         if writer is not None:
             await trio.to_thread.run_sync(writer.abort)
@@ -319,6 +359,7 @@ class VFS:
         if inc is None:
             raise NotFoundError(name)
         if inc.writer is not None:              # removed mid-write: store nothing
+            await inc.idle.wait()
             writer, inc.writer = inc.writer, None
             await trio.to_thread.run_sync(writer.abort)
 

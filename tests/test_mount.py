@@ -185,3 +185,25 @@ def test_eio_for_failing_and_slow_sources(tmp_path):
         assert e.value.errno == errno.EIO
         with pytest.raises(FileNotFoundError):
             os.stat(mnt / "sha1" / ("aa" * 20) / "x")
+
+
+def _peak_rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_ingest_memory_stays_bounded(mounted, tmp_path):
+    node, mnt = mounted
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        block = os.urandom(1 << 20)
+        for i in range(256):
+            f.write(block[i:] + block[:i])
+    before = _peak_rss_kib(node.proc.pid)
+    subprocess.run(["cp", str(src), str(mnt / "incoming" / "big.bin")], check=True)
+    link = stored_link(mnt / "incoming" / "big.bin")
+    assert link.split("/")[2] == sha1_of(src.read_bytes())
+    growth_mib = (_peak_rss_kib(node.proc.pid) - before) / 1024
+    assert growth_mib < 100, f"the node's peak RSS grew by {growth_mib:.0f} MiB while 256 MiB came in"
