@@ -84,7 +84,7 @@ def main() -> None:
 
         def ingest() -> None:
             n[0] += 1
-            shutil.copyfile(src, mnt / "incoming" / f"in{n[0]}.bin")
+            subprocess.run(["cp", str(src), str(mnt / "incoming" / f"in{n[0]}.bin")], check=True)
         store_dir = Path(d) / "store-baseline"
 
         def add_file() -> None:
@@ -97,7 +97,7 @@ def main() -> None:
 
         big = make_file(2 << 30)
         hwm = _peak_rss_mib(node.proc.pid)
-        shutil.copyfile(big, mnt / "incoming" / "two-gib.bin")
+        subprocess.run(["cp", str(big), str(mnt / "incoming" / "two-gib.bin")], check=True)
         print(f"node peak RSS grew by {_peak_rss_mib(node.proc.pid) - hwm:.0f} MiB while 2 GiB were copied into "
               f"incoming/ (target <= ~100 MB)")
 
