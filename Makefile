@@ -32,7 +32,8 @@ run: venv
 
 test: venv
 	$(VENV)/bin/ruff check kachery_client kacheryfs tests bench
-	$(PY) -m pytest -x -q tests
+	$(VENV)/bin/mypy kachery_client kacheryfs
+	$(PY) -m pytest -q tests
 
 lint: venv
 	$(VENV)/bin/ruff check kachery_client kacheryfs tests bench

@@ -47,13 +47,13 @@ async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[Extra
     config.graceful_timeout = 10
     config.keep_alive_timeout = 75
     config.h11_max_incomplete_size = 64 * 1024
-    app = make_app(node, halt=stop)
+    app = make_app(node, halt_event=stop)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, stop)
         nursery.start_soon(_rotate_auth, node, auth_rotation_seconds)
 
-        async def http(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async def http(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
             await hypercorn_serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
             log.info("HTTP server drained; stopping")
             nursery.cancel_scope.cancel()        # then the mount, rotation and signal tasks

@@ -379,8 +379,8 @@ class ClientAuthWrapper:
         return code in self._extra_codes
 
 
-def make_app(node: Node, halt: trio.Event, extra_routes: list[Route] | None = None) -> Any:
-    """The ASGI app; setting `halt` (GET /halt) asks the daemon to stop."""
+def make_app(node: Node, halt_event: trio.Event, extra_routes: list[Route] | None = None) -> Any:
+    """The ASGI app; GET /halt sets `halt_event`, which asks the daemon to stop."""
     routes = [Route(path, _json_endpoint(h), methods=["POST"]) for path, h in JSON_ROUTES.items()]
     routes += [
         Route("/probe", _json_endpoint(probe), methods=["GET"]),
@@ -393,5 +393,5 @@ def make_app(node: Node, halt: trio.Event, extra_routes: list[Route] | None = No
     ]
     app = Starlette(routes=routes)
     app.state.node = node
-    app.state.halt = halt
+    app.state.halt = halt_event
     return ClientAuthWrapper(app, node)

@@ -209,9 +209,9 @@ class VFS:
         """(name, attributes, next offset) from offset `start` on. sha1/ never touches the network."""
         e = self.entry(ino)
         if ino == ROOT_INODE:
-            names = [("sha1", self._dir_attr(SHA1_INODE, IMMUTABLE_TIMEOUT)),
-                     ("incoming", self._dir_attr(INCOMING_INODE, MUTABLE_TIMEOUT))]
-            return ((n, a, i + 1) for i, (n, a) in enumerate(names) if i >= start)
+            top = [("sha1", self._dir_attr(SHA1_INODE, IMMUTABLE_TIMEOUT)),
+                   ("incoming", self._dir_attr(INCOMING_INODE, MUTABLE_TIMEOUT))]
+            return ((n, a, i + 1) for i, (n, a) in enumerate(top) if i >= start)
         if ino == SHA1_INODE:
             return self._list_hashes(start)
         if ino == INCOMING_INODE:

@@ -228,3 +228,13 @@ def test_sigkill_during_store_leaves_store_consistent(tmp_path):
     with running_node(storage) as n2:
         assert os.listdir(storage / "tmp") == []
         assert n2.post("/store", data=b"after").json()["success"]
+
+
+def test_halt_stops_the_node(tmp_path):
+    n = start_node(tmp_path / "s")
+    try:
+        assert requests.get(n.url + "/halt").status_code == 403
+        assert requests.get(n.url + "/halt", headers=n.headers()).json() == {"success": True}
+        assert n.proc.wait(timeout=20) == 0
+    finally:
+        n.stop()
