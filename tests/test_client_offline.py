@@ -109,20 +109,17 @@ def test_mutables_and_node_features_say_offline(offline):
         kc.get("k")
 
 
-def test_original_client_reads_our_offline_store(offline, tmp_path):
+def test_original_client_reads_our_offline_store(offline, tmp_path, kc120_python):
     """Interop: the unmodified kachery-client 1.2.0 loads what we stored (same layout)."""
     import subprocess
-    kc120 = "/opt/kc120/bin/python"
-    if not os.path.exists(kc120):
-        kc120 = os.environ.get("KACHERY_CLIENT_120_PYTHON", kc120)
     uri = kc.store_text("shared bytes")
     big = tmp_path / "b.bin"
     big.write_bytes(os.urandom(3000))
     furi = kc.store_file(big)
     script = ("import sys, kachery_client as kc; print(kc.load_text(sys.argv[1])); "
               "print(kc.load_file(sys.argv[2]))")
-    out = subprocess.run([kc120, "-c", script, uri, furi], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "KACHERY_DAEMON_PORT": "9"})
+    out = subprocess.run([kc120_python, "-c", script, uri, furi], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "KACHERY_DAEMON_PORT": "9", "PYTHONPATH": ""}, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     text, path = out.stdout.splitlines()
     assert text == "shared bytes" and open(path, "rb").read() == big.read_bytes()

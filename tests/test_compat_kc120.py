@@ -2,27 +2,10 @@
 
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from tests.support.nodeproc import client_env, running_node
-
-KC120_VENV = Path(os.environ.get("KACHERY_CLIENT_120_VENV", Path(__file__).resolve().parent.parent / ".venv-kc120"))
-
-
-@pytest.fixture(scope="module")
-def kc120_python():
-    """A venv with kachery-client==1.2.0 and numpy (made once, reused)."""
-    for candidate in (KC120_VENV, Path("/opt/kc120")):
-        py = candidate / "bin/python"
-        if py.exists() and subprocess.run([py, "-c", "import kachery_client"], capture_output=True).returncode == 0:
-            return str(py)
-    subprocess.run([sys.executable, "-m", "venv", str(KC120_VENV)], check=True)
-    subprocess.run([KC120_VENV / "bin/pip", "install", "-q", "kachery-client==1.2.0", "numpy"], check=True)
-    return str(KC120_VENV / "bin/python")
 
 
 def run120(python, env, script, *args, cwd):
