@@ -7,7 +7,7 @@
      │    └── LocalFileError       a local path that is missing, unreadable or not a regular file
      ├── NotFoundError            content that no source has (local store, node, peers, bucket)
      ├── IntegrityError           bytes that do not match their hash; they are never served
- ├── TransferError            every source that should have it failed or timed out (EIO in the mount)
+     ├── TransferError            every source that should have it failed or timed out (EIO in the mount)
      ├── OfflineError             a feature that needs a node, asked for in offline mode
      ├── NodeUnavailableError     no node answers at the configured address
      └── NodeError                the node answered with an error

@@ -388,6 +388,14 @@ class Store:
                 removed += 1
         return removed
 
+    def publish_verified(self, path: Path, sha1: str) -> Path:
+        """Move a complete, fsynced file whose SHA-1 the caller has checked (the node's fetcher)
+        into place under its hash. `path` must be on the storage directory's file system."""
+        final = self.path_for(sha1)
+        os.chmod(path, BLOB_MODE)
+        self._publish(path, final)
+        return final
+
     # ---- internals ----------------------------------------------------------------------
 
     def _publish(self, tmp: Path, final: Path) -> None:

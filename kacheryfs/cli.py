@@ -62,9 +62,12 @@ def main() -> None:
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="log here instead of stderr")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="node configuration (channels, peers, buckets, cache limit) "
+                   "[default: <storage-dir>/kacheryfs.toml if it exists]")
 @click.option("--auth-rotation-seconds", type=float, default=180.0, hidden=True)
 def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount: bool, fetch_timeout: float,
-        log_file: str | None, log_level: str, auth_rotation_seconds: float) -> None:
+        log_file: str | None, log_level: str, config_path: str | None, auth_rotation_seconds: float) -> None:
     import trio
 
     from .daemon import serve
@@ -72,7 +75,7 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
 
     _setup_logging(log_file, log_level)
     try:
-        node = Node(Path(storage_dir))
+        node = Node(Path(storage_dir), config_path=Path(config_path).expanduser() if config_path else None)
     except (KacheryError, PermissionError) as e:
         raise click.ClickException(str(e)) from None
     extra = []

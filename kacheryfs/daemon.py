@@ -24,6 +24,7 @@ from hypercorn.trio import tcp_server as _hypercorn_tcp
 
 from .http_api import make_app
 from .node import Node
+from .peer_routes import make_peer_app
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[Extra
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, stop)
         nursery.start_soon(_rotate_auth, node, auth_rotation_seconds)
+        await nursery.start(node.run_services)
+        if node.config.peer_listen is not None:
+            await nursery.start(_serve_peers, node, stop)
 
         async def http(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
             await hypercorn_serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
@@ -64,6 +68,20 @@ async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[Extra
             await nursery.start(_stop_when_done, task, stop)
         notify_systemd("READY=1")
         task_status.started()
+
+
+async def _serve_peers(node: Node, stop: trio.Event,
+                       task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """The peer API on its own address (`peer_listen`), so the client API can stay on loopback."""
+    assert node.config.peer_listen is not None
+    host, port = node.config.peer_listen
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 5
+    await hypercorn_serve(make_peer_app(node), config, shutdown_trigger=stop.wait, task_status=task_status)
+    log.info("peer API on %s:%d", host, port)
 
 
 async def _stop_when_done(task: ExtraTask, stop: trio.Event,

@@ -3,8 +3,9 @@
     NotFoundError -> ENOENT, TransferError / IntegrityError -> EIO, FsError -> its errno,
     UsageError -> EINVAL, anything unexpected -> EIO (logged with its traceback, the mount lives on).
 
-Reads of blobs use os.pread on a descriptor kept per open file, straight from the loop: the blob
-is a local file, and a thread hop per 128 KiB request would cost more than the read.
+Reads of blobs use os.pread on a descriptor kept per open file (vfs.Content), straight from the
+loop: the blob is a local file, and a thread hop per 128 KiB request would cost more than the
+read. A file still arriving first waits, on the loop, for the verified chunks a read covers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyfuse3
 
 from kachery_client.errors import IntegrityError, NotFoundError, TransferError, UsageError
 
-from .vfs import VFS, XATTR_PREFIX, Attr, FsError, Incoming
+from .vfs import VFS, XATTR_PREFIX, Attr, Content, FsError, Incoming
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -75,7 +76,7 @@ class Operations(pyfuse3.Operations):
     def __init__(self, vfs: VFS):
         super().__init__()
         self.vfs = vfs
-        self._fds: dict[int, int] = {}            # file handle -> blob descriptor
+        self._readers: dict[int, Content] = {}    # file handle -> open blob (or blob arriving)
         self._writers: dict[int, Incoming] = {}   # file handle -> incoming file
         self._next_fh = 1
 
@@ -134,9 +135,10 @@ class Operations(pyfuse3.Operations):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise pyfuse3.FUSEError(errno.EROFS)
         assert entry.sha1 is not None
-        fd = os.open(await self.vfs.local_path(entry.sha1), os.O_RDONLY)
+        content = await self.vfs.open_content(entry.sha1)
         fh = self._new_fh()
-        self._fds[fh] = fd
+        self._readers[fh] = content
+        # Only verified bytes are ever returned, and they never change: the page cache may keep them.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     @_translate
@@ -149,10 +151,10 @@ class Operations(pyfuse3.Operations):
 
     @_translate
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        fd = self._fds.get(fh)
-        if fd is None:
+        content = self._readers.get(fh)
+        if content is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        return os.pread(fd, size, off)
+        return await content.read(off, size)
 
     @_translate
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -167,9 +169,9 @@ class Operations(pyfuse3.Operations):
 
     @_translate
     async def release(self, fh: int) -> None:
-        fd = self._fds.pop(fh, None)
-        if fd is not None:
-            os.close(fd)
+        content = self._readers.pop(fh, None)
+        if content is not None:
+            content.close()
             return
         inc = self._writers.pop(fh, None)
         if inc is not None:

@@ -31,6 +31,7 @@ from kachery_client.uri import check_name, check_sha1
 
 from .mutables import is_private_key
 from .node import VERSION, Node
+from .peer_routes import peer_routes
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,13 @@ async def added(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     return {"success": True}
 
 
+async def upload(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+    """Ours: put a stored blob into a channel's bucket (`kachery-store --upload CHANNEL`)."""
+    sha1 = check_sha1(field(body, "sha1", str))
+    uploaded = await node.upload(sha1, field(body, "channel", str))
+    return {"success": True, "uploaded": uploaded}
+
+
 async def mutable_get(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     key = body.get("key")
     if is_private_key(key):
@@ -125,6 +133,7 @@ JSON_ROUTES: dict[str, Handler] = {
     "/probe": probe,
     "/linkFile": link_file,
     "/kacheryfs/added": added,
+    "/kacheryfs/upload": upload,
     "/mutable/get": mutable_get,
     "/mutable/set": mutable_set,
     "/mutable/delete": mutable_delete,
@@ -198,8 +207,7 @@ async def store(request: Request) -> Response:
         writer.abort()      # no-op after commit; removes the temp file otherwise (incl. cancellation)
     node.stats.bytes_received += blob.size
     node.stats.blobs_stored += 1
-    if name:
-        await node.record_name(blob.sha1, name)
+    await node.record_stored(blob.sha1, name, blob.manifest_sha1)
     return JSONResponse({"success": True, "error": None, "sha1": blob.sha1, "manifestSha1": blob.manifest_sha1})
 
 
@@ -353,7 +361,9 @@ class ClientAuthWrapper:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             self.node.stats.requests += 1
-            if not (scope["method"] == "GET" and scope["path"] == "/probe"):
+            # Peer requests carry node signatures instead (peer_routes.py checks them).
+            if not (scope["method"] == "GET" and scope["path"] == "/probe") \
+                    and not scope["path"].startswith("/peer/"):
                 code = dict(scope["headers"]).get(AUTH_HEADER)
                 message = None
                 if code is None:
@@ -389,6 +399,7 @@ def make_app(node: Node, halt_event: trio.Event, extra_routes: list[Route] | Non
         Route("/downloadFileData", download_file_data, methods=["POST"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/halt", halt, methods=["GET"]),
+        *peer_routes(),
         *(extra_routes or []),
     ]
     app = Starlette(routes=routes)

@@ -1,7 +1,10 @@
-"""Node = store + identity + auth + mutables + names (+ fetcher, feeds): the core every adapter calls.
+"""Node = store + identity + auth + mutables + index + fetcher (+ feeds): the core every adapter calls.
 
 The HTTP API and the FUSE mount are thin adapters over this object. Its async methods never
 block the trio loop: file and SQLite work runs in worker threads.
+
+Background services (`run_services`, started by the daemon before the HTTP server): the
+fetcher's transfers, the upload queue (`upload_all` channels) and the cache limit.
 """
 
 from __future__ import annotations
@@ -9,8 +12,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import sqlite3
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,19 +20,25 @@ from typing import Any, Protocol
 import trio
 
 from kachery_client.errors import NotFoundError, UsageError
-from kachery_client.store import Store
+from kachery_client.store import CHUNK_SIZE, ContentHasher, Store
 from kachery_client.uri import check_name, check_sha1
 
 from .auth import ClientAuth
+from .config import CONFIG_NAME, NodeConfig, load_config
+from .fetcher import Fetcher, Transfer
+from .index import NodeIndex
 from .keys import KeyPair, load_or_create_node_keys, write_private_file
 from .mutables import Mutables
+from .sources import Source, SourceError
+from .sources.bucket import BucketSource
+from .sources.peer import PeerSource
 
 log = logging.getLogger(__name__)
 VERSION = "kacheryfs-0.1.0"
 ProgressFn = Callable[[int, int], None]
 
 
-class Fetcher(Protocol):
+class FetcherLike(Protocol):
     async def ensure(self, sha1: str, manifest_sha1: str | None = None,
                      progress: ProgressFn | None = None) -> Path: ...
 
@@ -48,34 +55,8 @@ class Stats:
     blobs_stored: int = 0
 
 
-class Names:
-    """Which names each hash was stored under (the mount lists them): <storage>/kacheryfs.db."""
-
-    def __init__(self, db_path: Path):
-        self.db_path = db_path
-        self._local = threading.local()
-        self._conn().execute("CREATE TABLE IF NOT EXISTS names (sha1 TEXT NOT NULL, name TEXT NOT NULL, "
-                             "PRIMARY KEY (sha1, name)) WITHOUT ROWID")
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")     # WAL: durable at checkpoints, never corrupt
-            self._local.conn = conn
-        return conn
-
-    def add(self, sha1: str, name: str) -> None:
-        self._conn().execute("INSERT OR IGNORE INTO names (sha1, name) VALUES (?, ?)", (sha1, name))
-
-    def for_hash(self, sha1: str) -> list[str]:
-        rows = self._conn().execute("SELECT name FROM names WHERE sha1 = ? ORDER BY name", (sha1,))
-        return [r[0] for r in rows]
-
-
 class Node:
-    def __init__(self, storage_dir: Path, *, fetcher: Fetcher | None = None):
+    def __init__(self, storage_dir: Path, *, config: NodeConfig | None = None, config_path: Path | None = None):
         self.storage_dir = storage_dir.expanduser().resolve()
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_storage(self.storage_dir)
@@ -88,10 +69,113 @@ class Node:
         write_private_file(self.storage_dir / "kachery-node-id", self.node_id.encode(), mode=0o644)
         self.auth = ClientAuth(self.storage_dir)
         self.mutables = Mutables(self.storage_dir / "mutables.db")
-        self.names = Names(self.storage_dir / "kacheryfs.db")
+        self.index = NodeIndex(self.storage_dir / "kacheryfs.db")
         self.stats = Stats()
-        self.fetcher = fetcher
+        if config is None:
+            config = load_config(config_path or self.storage_dir / CONFIG_NAME, required=config_path is not None)
+        self.config = config
+        self.buckets = {c.name: BucketSource(c.bucket, c.name) for c in config.channels if c.bucket}
+        self.peers = {c.name: [PeerSource(url, c.name, self.keys) for url in c.peers] for c in config.channels}
+        self.fetcher: Fetcher | None = None
+        sources = self._download_sources()
+        if sources:
+            self.fetcher = Fetcher(self.store, sources, connections=config.fetch_connections,
+                                   on_fetched=self._fetched)
+        self._uploads: trio.MemorySendChannel[tuple[str, str]] | None = None
+        self._evict_wanted = trio.Event()
         self.feeds: Any = None
+
+    def _download_sources(self) -> list[Source]:
+        sources: list[Source] = []
+        for c in self.config.channels:
+            if c.can("download"):
+                sources += self.peers[c.name]
+                if c.name in self.buckets:
+                    sources.append(self.buckets[c.name])
+        return sources
+
+    # ---- background services --------------------------------------------------------------
+
+    async def run_services(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The fetcher, the upload queue and the cache limit, until cancelled."""
+        send, receive = trio.open_memory_channel[tuple[str, str]](10_000)
+        async with trio.open_nursery() as nursery:
+            if self.fetcher is not None:
+                await nursery.start(self.fetcher.run)
+            self._uploads = send
+            nursery.start_soon(self._upload_loop, receive)
+            if self.config.cache_max_bytes:
+                nursery.start_soon(self._cache_limit_loop)
+            task_status.started()
+
+    async def _upload_loop(self, receive: trio.MemoryReceiveChannel[tuple[str, str]]) -> None:
+        async for sha1, channel in receive:
+            try:
+                await self.upload(sha1, channel)
+            except (UsageError, NotFoundError, SourceError) as e:
+                log.warning("upload of sha1://%s to channel %s failed: %s", sha1, channel, e)
+
+    def blob_added(self, sha1: str) -> None:
+        """A client stored a blob here: queue it for the channels that upload everything."""
+        if self._uploads is None:
+            return
+        for c in self.config.channels:
+            if c.upload_all:
+                try:
+                    self._uploads.send_nowait((sha1, c.name))
+                except trio.WouldBlock:
+                    log.warning("upload queue full; sha1://%s not queued for %s", sha1, c.name)
+
+    async def upload(self, sha1: str, channel: str) -> bool:
+        """Put a local blob (and its manifest) into the channel's bucket. False if already there."""
+        sha1 = check_sha1(sha1)
+        ch = self.config.require_channel(channel)
+        bucket = self.buckets.get(channel)
+        if bucket is None or not ch.can("upload"):
+            raise UsageError(f"channel {channel!r} has no bucket this node may upload to")
+        path = await trio.to_thread.run_sync(self.store.require, sha1)
+        manifest = await self.manifest_for(sha1)
+        if manifest is not None:
+            await trio.to_thread.run_sync(bucket.upload, manifest, self.store.require(manifest))
+        uploaded = await trio.to_thread.run_sync(bucket.upload, sha1, path, manifest)
+        size = os.stat(path).st_size
+        await trio.to_thread.run_sync(self.index.mark_remote, sha1, size, bucket.label)
+        return uploaded
+
+    def _fetched(self, sha1: str, size: int, source: str) -> None:
+        """Called by the fetcher on the trio loop: the blob is local now, and known elsewhere."""
+        self.index.mark_remote(sha1, size, source)
+        self._evict_wanted.set()
+
+    async def _cache_limit_loop(self) -> None:
+        while True:
+            await self._evict_wanted.wait()
+            self._evict_wanted = trio.Event()
+            limit = self.config.cache_max_bytes
+            assert limit
+            removed = await trio.to_thread.run_sync(self.evict_to, limit)
+            if removed:
+                log.info("cache limit: evicted %d blobs held by peers or buckets", removed)
+
+    def evict_to(self, limit: int) -> int:
+        """Unlink least recently used blobs that a peer or bucket also holds until the store fits
+        in `limit` bytes. A blob held only here is never evicted. Call from a thread."""
+        _, total = self.count_blobs()
+        removed = 0
+        for sha1, _size in self.index.evictable():
+            if total <= limit:
+                break
+            path = self.store.path_for(sha1)
+            try:
+                size = os.stat(path).st_size
+                path.unlink()
+            except FileNotFoundError:
+                self.index.forget(sha1)
+                continue
+            total -= size
+            removed += 1
+            self.index.forget(sha1)
+        return removed
 
     def close(self) -> None:
         self._lock_file.close()
@@ -102,16 +186,72 @@ class Node:
                      progress: ProgressFn | None = None) -> Path:
         """Path of the verified blob (or valid link target), fetched first if a fetcher can."""
         sha1 = check_sha1(sha1)
-        path = await trio.to_thread.run_sync(self.store.locate, sha1)
+        path = await trio.to_thread.run_sync(self._locate_and_touch, sha1)
         if path is not None:
             return path
         if self.fetcher is None:
             raise NotFoundError(f"sha1://{sha1} is not in this node's store and it has no sources")
         return await self.fetcher.ensure(sha1, manifest_sha1, progress)
 
+    async def open_content(self, sha1: str) -> Path | Transfer:
+        """The local blob, or the transfer bringing it (once its size is known): the mount reads
+        a transfer's verified ranges before it ends."""
+        sha1 = check_sha1(sha1)
+        path = await trio.to_thread.run_sync(self._locate_and_touch, sha1)
+        if path is not None:
+            return path
+        if self.fetcher is None:
+            raise NotFoundError(f"sha1://{sha1} is not in this node's store and it has no sources")
+        t = self.fetcher.open_transfer(sha1)
+        await t.ready.wait()
+        t.raise_error()
+        return t.path if t.path is not None else t
+
+    def _locate_and_touch(self, sha1: str) -> Path | None:
+        path = self.store.locate(sha1)
+        if path is not None and self.config.cache_max_bytes:
+            self.index.touch(sha1, os.stat(path).st_size)
+        return path
+
+    async def manifest_for(self, sha1: str) -> str | None:
+        """The manifest blob's hash of a local blob over CHUNK_SIZE (made and stored if missing)."""
+        sha1 = check_sha1(sha1)
+
+        def work() -> str | None:
+            path = self.store.require(sha1)
+            if os.stat(path).st_size <= CHUNK_SIZE:
+                return None
+            known = self.index.manifest_for(sha1)
+            if known is not None and self.store.has(known):
+                return known
+            hasher = ContentHasher()
+            with open(path, "rb") as f:
+                while block := f.read(8 << 20):
+                    hasher.update(block)
+            manifest = hasher.manifest_bytes()
+            assert manifest is not None
+            known = self.store.add_bytes(manifest).sha1
+            self.index.set_manifest(sha1, known)
+            return known
+        return await trio.to_thread.run_sync(work)
+
+    async def record_stored(self, sha1: str, name: str | None, manifest_sha1: str | None) -> None:
+        """A blob was stored here (HTTP /store, the mount's incoming/): its name, its manifest."""
+        sha1 = check_sha1(sha1)
+        if name:
+            _check_stored_name(name)
+
+        def work() -> None:
+            if name:
+                self.index.add_name(sha1, name)
+            if manifest_sha1:
+                self.index.set_manifest(sha1, manifest_sha1)
+        await trio.to_thread.run_sync(work)
+        self.blob_added(sha1)
+
     async def record_name(self, sha1: str, name: str) -> None:
         _check_stored_name(name)
-        await trio.to_thread.run_sync(self.names.add, check_sha1(sha1), name)
+        await trio.to_thread.run_sync(self.index.add_name, check_sha1(sha1), name)
 
     async def adopt(self, sha1: str, name: str | None) -> bool:
         """A client added this blob into our store itself: record its name. False if absent."""
@@ -123,12 +263,15 @@ class Node:
             if self.store.locate(sha1) is None:
                 return False
             if name:
-                self.names.add(sha1, name)
+                self.index.add_name(sha1, name)
             return True
-        return await trio.to_thread.run_sync(work)
+        if not await trio.to_thread.run_sync(work):
+            return False
+        self.blob_added(sha1)
+        return True
 
     async def names_for(self, sha1: str) -> list[str]:
-        return await trio.to_thread.run_sync(self.names.for_hash, check_sha1(sha1))
+        return await trio.to_thread.run_sync(self.index.names_for, check_sha1(sha1))
 
     def count_blobs(self) -> tuple[int, int]:
         """(number of blobs, total bytes) in the store; walks the tree, call from a thread."""

@@ -8,9 +8,11 @@
     /incoming/<name>         the entry becomes a symlink to ../sha1/<hash>/<name>
 
 Content under sha1/ is immutable, so its entries and attributes carry long timeouts and open
-files keep the kernel's page cache. A hash that is not local is fetched on lookup (through
-Node.ensure, bounded by `fetch_timeout`): absent everywhere -> NotFoundError (ENOENT), a failing
-or slow source -> TransferError (EIO).
+files keep the kernel's page cache. A hash that is not local starts a fetch on lookup, which
+returns as soon as the size is known (Node.open_content); reads of a file still arriving wait
+only for the verified chunks they cover (`Content.read`), so `head -c 100` of a large remote file
+does not wait for all of it. Every wait is bounded by `fetch_timeout`: absent everywhere ->
+NotFoundError (ENOENT), a failing or slow source -> TransferError (EIO).
 
 Concurrency: every method runs on the trio loop. Inode numbers and Entry objects are created on
 first lookup and kept for the life of the mount. Incoming files are written by one BlobWriter
@@ -35,9 +37,10 @@ from typing import Any
 import trio
 
 from kachery_client.errors import KacheryError, NotFoundError, TransferError, UsageError
-from kachery_client.store import BlobWriter
+from kachery_client.store import BlobWriter, StoredBlob
 from kachery_client.uri import check_name, format_file_uri, is_sha1
 
+from .fetcher import Transfer
 from .node import Node
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,32 @@ class Incoming:
         return self.received
 
 
+class Content:
+    """An open file under sha1/: the local blob, or a transfer whose verified ranges can be read."""
+
+    def __init__(self, source: Path | Transfer, fetch_timeout: float):
+        self.transfer = source if isinstance(source, Transfer) else None
+        path = source if isinstance(source, Path) else source.part_path
+        assert path is not None
+        # The part file is renamed into the store when complete: this descriptor stays valid.
+        self.fd = os.open(path, os.O_RDONLY)
+        self.fetch_timeout = fetch_timeout
+
+    async def read(self, offset: int, size: int) -> bytes:
+        t = self.transfer
+        if t is not None and t.path is None:
+            end = min(offset + size, t.size)
+            with trio.move_on_after(self.fetch_timeout) as scope:
+                await t.wait_range(offset, end)
+            if scope.cancelled_caught:
+                raise TransferError(f"bytes {offset}-{end} of sha1://{t.sha1} took longer than "
+                                    f"{self.fetch_timeout} s to arrive")
+        return os.pread(self.fd, size, offset)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class VFS:
     def __init__(self, node: Node, fetch_timeout: float = 60.0, spawn: Any = None):
         self.node = node
@@ -145,7 +174,7 @@ class VFS:
             sha1 = name.lower()
             if not is_sha1(sha1):
                 raise NotFoundError(f"not a hash: {name!r}")
-            await self.local_path(sha1)                 # fetches if it must
+            await self.content_source(sha1)             # starts a fetch if it must
             return self._dir_attr(self._intern(("hash", sha1), "hashdir", sha1).ino, IMMUTABLE_TIMEOUT)
         if parent == INCOMING_INODE:
             inc = self._incoming.get(name)
@@ -178,7 +207,10 @@ class VFS:
                 raise NotFoundError(e.name)
             return self.incoming_attr(inc)
         assert e.sha1 is not None
-        st = os.stat(await self.local_path(e.sha1))
+        source = await self.content_source(e.sha1)
+        if isinstance(source, Transfer):
+            return Attr(ino, stat.S_IFREG | 0o444, size=source.size, mtime_ns=self._started_ns)
+        st = os.stat(source)
         return Attr(ino, stat.S_IFREG | 0o444, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
     def _dir_attr(self, ino: int, timeout: float) -> Attr:
@@ -193,15 +225,18 @@ class VFS:
         return Attr(inc.entry.ino, stat.S_IFREG | 0o644, size=inc.size, mtime_ns=inc.mtime_ns,
                     timeout=0.0)
 
-    async def local_path(self, sha1: str) -> Path:
-        """The blob's local path, fetched first if needed, within fetch_timeout."""
+    async def content_source(self, sha1: str) -> Path | Transfer:
+        """The local blob, or the running transfer once its size is known, within fetch_timeout."""
         path = self.node.store.locate(sha1)
         if path is not None:
             return path
         with trio.move_on_after(self.fetch_timeout) as scope:
-            return await self.node.ensure(sha1)
+            return await self.node.open_content(sha1)
         assert scope.cancelled_caught
-        raise TransferError(f"fetching sha1://{sha1} took longer than {self.fetch_timeout} s")
+        raise TransferError(f"finding sha1://{sha1} took longer than {self.fetch_timeout} s")
+
+    async def open_content(self, sha1: str) -> Content:
+        return Content(await self.content_source(sha1), self.fetch_timeout)
 
     # ---- directories --------------------------------------------------------------------
 
@@ -328,18 +363,19 @@ class VFS:
             await trio.to_thread.run_sync(writer.abort)      # removed while open: store nothing
             return
 
-        def commit() -> str:
+        def commit() -> StoredBlob:
             with writer:
                 if pending:
                     writer.write(pending)
-                return writer.commit().sha1
+                return writer.commit()
         try:
-            inc.sha1 = await trio.to_thread.run_sync(commit)
+            blob = await trio.to_thread.run_sync(commit)
         except BaseException:
             self._incoming.pop(inc.entry.name or "", None)
             raise
+        inc.sha1 = blob.sha1
         assert inc.entry.name is not None
-        await self.node.record_name(inc.sha1, inc.entry.name)
+        await self.node.record_stored(blob.sha1, inc.entry.name, blob.manifest_sha1)
         log.info("stored incoming/%s as sha1://%s", inc.entry.name, inc.sha1)
 
     async def _discard(self, inc: Incoming) -> None:
@@ -372,9 +408,15 @@ class VFS:
         e = self.entry(ino)
         if e.kind == "blob":
             assert e.sha1 is not None
-            cached = self.node.store.locate(e.sha1) is not None
+            path = self.node.store.locate(e.sha1)
+            t = self.node.fetcher.transfer(e.sha1) if self.node.fetcher is not None else None
+            if path is not None:
+                size = os.stat(path).st_size
+                progress = f"{size}/{size}"
+            else:
+                progress = f"{t.bytes_present}/{t.size}" if t is not None and t.ready.is_set() else "0/0"
             return {"sha1": e.sha1.encode(), "uri": format_file_uri(e.sha1, e.name or "").encode(),
-                    "cached": b"1" if cached else b"0"}
+                    "cached": b"1" if path is not None else b"0", "progress": progress.encode()}
         if e.kind == "incoming":
             inc = self.incoming(ino)
             if inc.sha1 is None:

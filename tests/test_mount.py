@@ -153,23 +153,34 @@ def test_unmount_remount_and_stale_mount_recovery(tmp_path):
 
 
 FETCHER_SCRIPT = textwrap.dedent("""
-    import sys, trio
+    import sys, time, trio
     from pathlib import Path
-    from kachery_client.errors import NotFoundError, TransferError
+    from kacheryfs.fetcher import Fetcher
     from kacheryfs.node import Node
     from kacheryfs.mount import run_mount
+    from kacheryfs.sources import RemoteBlob
 
-    class StandInFetcher:
-        async def ensure(self, sha1, manifest_sha1=None, progress=None):
+    class FakeSource:                                  # a peer with odd behaviours, by hash prefix
+        kind, label = "peer", "fake peer"
+        def stat(self, sha1):
             if sha1.startswith("ee"):
-                await trio.sleep_forever()               # a source that never answers
+                time.sleep(3600)                       # never answers
             if sha1.startswith("ff"):
-                raise TransferError("the source served bad bytes")
-            raise NotFoundError(sha1)
+                return RemoteBlob(5)
+            return None
+        def read_range(self, sha1, start, end, sink):
+            sink(memoryview(b"wrong"[start:end]))      # bytes that never match the hash
 
     mnt, storage = Path(sys.argv[1]), Path(sys.argv[2])
-    node = Node(storage, fetcher=StandInFetcher())
-    trio.run(lambda: run_mount(node, mnt, fetch_timeout=1.0))
+    node = Node(storage)
+    node.fetcher = Fetcher(node.store, [FakeSource()])
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run_services)
+            await run_mount(node, mnt, fetch_timeout=1.0)
+            nursery.cancel_scope.cancel()
+    trio.run(main)
 """)
 
 
@@ -180,8 +191,9 @@ def test_eio_for_failing_and_slow_sources(tmp_path):
         with pytest.raises(OSError) as e:
             os.stat(mnt / "sha1" / ("ee" * 20) / "x")
         assert e.value.errno == errno.EIO and time.monotonic() - t < 10
+        assert os.stat(mnt / "sha1" / ("ff" * 20) / "x").st_size == 5    # the size is known at once
         with pytest.raises(OSError) as e:
-            os.stat(mnt / "sha1" / ("ff" * 20) / "x")
+            (mnt / "sha1" / ("ff" * 20) / "x").read_bytes()              # the bytes never verify
         assert e.value.errno == errno.EIO
         with pytest.raises(FileNotFoundError):
             os.stat(mnt / "sha1" / ("aa" * 20) / "x")

@@ -1,0 +1,143 @@
+"""The peer API: what other nodes of a channel may ask this one (HTTP adapter, like http_api.py).
+
+    POST /peer/stat            {"sha1"} -> {"found", "size", "manifestSha1"}   (local blobs only)
+    GET  /peer/blob/<sha1>     the blob's bytes; `Range: bytes=a-b` -> 206 with those bytes
+    POST /peer/<feature path>  JSON endpoints that feature modules (feeds, tasks) add to
+                               PEER_JSON_ROUTES as `async handler(node, channel, peer_id, body)`
+
+Every request is signed by the asking node (peer_auth.py); a node that is not a member of a
+channel this node serves gets 403. A peer serves only what it holds: it never fetches on
+another node's behalf, so requests cannot loop between nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from kachery_client.errors import AuthError, KacheryError, NotFoundError, UsageError
+from kachery_client.uri import check_sha1
+
+from .node import Node
+from .peer_auth import check_request
+
+log = logging.getLogger(__name__)
+
+PeerHandler = Callable[[Node, str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+MAX_BODY = 64 * 1024 * 1024
+BLOCK = 4 << 20
+_RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+async def stat(node: Node, channel: str, peer: str, body: dict[str, Any]) -> dict[str, Any]:
+    value = body.get("sha1")
+    sha1 = check_sha1(value if isinstance(value, str) else "")
+    path = await trio.to_thread.run_sync(node.store.locate, sha1)
+    if path is None:
+        return {"found": False}
+    size = (await trio.to_thread.run_sync(path.stat)).st_size
+    return {"found": True, "size": size, "manifestSha1": await node.manifest_for(sha1)}
+
+
+PEER_JSON_ROUTES: dict[str, PeerHandler] = {
+    "/peer/stat": stat,
+}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"success": False, "error": message}, status_code=status)
+
+
+def _peer_json_endpoint(handler: PeerHandler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        node: Node = request.app.state.node
+        try:
+            raw = await request.body()
+            if len(raw) > MAX_BODY:
+                raise UsageError("request body too large")
+            channel, peer = check_request(node.config, request.headers, "POST", request.url.path, raw)
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError:
+                raise UsageError("request body is not JSON") from None
+            if not isinstance(body, dict):
+                raise UsageError("request body must be a JSON object")
+            return JSONResponse(await handler(node, channel, peer, body))
+        except AuthError as e:
+            return _error(403, str(e))
+        except UsageError as e:
+            return _error(400, str(e))
+        except NotFoundError as e:
+            return _error(404, str(e))
+        except KacheryError as e:
+            return _error(500, str(e))
+        except Exception:
+            log.exception("%s failed", request.url.path)
+            return _error(500, "internal error (see the node's log)")
+    return endpoint
+
+
+async def blob(request: Request) -> Response:
+    node: Node = request.app.state.node
+    try:
+        check_request(node.config, request.headers, "GET", request.url.path)
+        sha1 = check_sha1(request.path_params["sha1"])
+    except AuthError as e:
+        return _error(403, str(e))
+    except UsageError as e:
+        return _error(400, str(e))
+    path = await trio.to_thread.run_sync(node.store.locate, sha1)
+    if path is None:
+        return _error(404, f"sha1://{sha1} is not on this node")
+    size = (await trio.to_thread.run_sync(path.stat)).st_size
+    start, end, status = 0, size, 200
+    header = request.headers.get("range")
+    if header is not None:
+        m = _RANGE_RE.match(header.strip())
+        if not m:
+            return _error(416, f"unsupported Range {header!r}")
+        start = int(m.group(1))
+        end = min(int(m.group(2)) + 1, size) if m.group(2) else size
+        if start >= end:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        status = 206
+
+    async def blocks() -> AsyncIterator[bytes]:
+        with open(path, "rb") as f:
+            pos = start
+            while pos < end:
+                data = await trio.to_thread.run_sync(os.pread, f.fileno(), min(BLOCK, end - pos), pos)
+                if not data:
+                    return
+                pos += len(data)
+                node.stats.bytes_sent += len(data)
+                yield data
+
+    headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes"}
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    return StreamingResponse(blocks(), status_code=status, headers=headers,
+                             media_type="application/octet-stream")
+
+
+def peer_routes() -> list[Route]:
+    routes = [Route(path, _peer_json_endpoint(h), methods=["POST"]) for path, h in PEER_JSON_ROUTES.items()]
+    routes.append(Route("/peer/blob/{sha1}", blob, methods=["GET"]))
+    return routes
+
+
+def make_peer_app(node: Node) -> Any:
+    """The peer API alone, for the `peer_listen` address (the client API stays on loopback)."""
+    from starlette.applications import Starlette
+    app = Starlette(routes=peer_routes())
+    app.state.node = node
+    return app
