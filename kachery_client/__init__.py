@@ -24,6 +24,7 @@ from .api import (
     store_npy,
     store_pkl,
     store_text,
+    upload,
 )
 from .errors import KacheryError, NotFoundError
 from .uri import FileURI, format_file_uri, parse_file_uri
@@ -34,5 +35,5 @@ __all__ = [
     "FileURI", "KacheryError", "NotFoundError", "delete", "format_file_uri", "get", "get_string",
     "link_file", "load_bytes", "load_file", "load_json", "load_npy", "load_pkl", "load_text",
     "node_client", "parse_file_uri", "set", "store_bytes", "store_file", "store_json", "store_npy",
-    "store_pkl", "store_text",
+    "store_pkl", "store_text", "upload",
 ]

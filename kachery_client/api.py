@@ -253,6 +253,16 @@ def load_pkl(uri: str, local_only: bool = False) -> Any:
     return safe_pickle.loads(load_bytes(uri, local_only=local_only))
 
 
+# ---- sharing (node only) ------------------------------------------------------------------
+
+def upload(uri: str, channel: str) -> bool:
+    """Put stored content into a channel's bucket through the node (multipart when large).
+    True if uploaded, False if the bucket already had it."""
+    furi = parse_file_uri(uri)
+    out = node_client().post_json("/kacheryfs/upload", {"sha1": furi.sha1, "channel": channel})
+    return bool(out.get("uploaded"))
+
+
 # ---- mutables (node only) -----------------------------------------------------------------
 
 def set(key: Any, value: Any, update: bool = True) -> bool:  # noqa: A001 - the original's name

@@ -86,15 +86,20 @@ def load(uri: str, dest: str | None) -> None:
 
 @click.command(help="Store files and print one sha1:// URI per file.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--upload", "channel", default=None, metavar="CHANNEL",
+              help="also put each file into this channel's bucket (through the node)")
 @_errors_as_one_line
-def store(files: tuple[str, ...]) -> None:
+def store(files: tuple[str, ...], channel: str | None) -> None:
     for path in files:
         size = os.path.getsize(path) if os.path.isfile(path) else 0
         progress = _Progress(os.path.basename(path), size)
         try:
-            click.echo(api.store_file(path, progress=progress))
+            uri = api.store_file(path, progress=progress)
         finally:
             progress.close()
+        if channel is not None:
+            api.upload(uri, channel)
+        click.echo(uri)
 
 
 @click.command(help="Register files in place (no copy) and print one sha1:// URI per file. "
