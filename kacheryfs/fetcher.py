@@ -299,13 +299,14 @@ class Fetcher:
 
     async def _fetch_chunk(self, t: Transfer, i: int, sources: list[SourceState], fd: int) -> None:
         chunk = t.chunks[i]
-        turn = i
+        turn = 0
         while True:
             live = [s for s in sources if s.dropped is None]
             if not live:
                 reasons = "; ".join(f"{s.source.label}: {s.dropped}" for s in sources)
                 raise TransferError(f"sha1://{t.sha1}: every source failed: {reasons}")
-            # Spread chunks over the live sources (peers listed first get the first turns).
+            # The best source first (peers, quickest first, then buckets); a retry of the same
+            # chunk tries the next one, so a source with one bad chunk still serves the others.
             state = live[turn % len(live)]
             turn += 1
             try:
