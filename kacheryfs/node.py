@@ -23,6 +23,8 @@ from kachery_client.store import Store
 from kachery_client.uri import check_name, check_sha1
 
 from .auth import ClientAuth
+from .feed_service import FeedService
+from .feeds import Feeds
 from .keys import KeyPair, load_or_create_node_keys, write_private_file
 from .mutables import Mutables
 
@@ -91,7 +93,7 @@ class Node:
         self.names = Names(self.storage_dir / "kacheryfs.db")
         self.stats = Stats()
         self.fetcher = fetcher
-        self.feeds: Any = None
+        self.feeds = FeedService(Feeds(self.storage_dir / "feeds.db", self.mutables))
 
     def close(self) -> None:
         self._lock_file.close()
