@@ -20,6 +20,7 @@ also covers the check-sign-insert sequence of each of its subfeeds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -30,6 +31,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from kachery_client.canonical_json import canonical_json
 from kachery_client.errors import KacheryError, UsageError
@@ -84,16 +88,39 @@ def check_subfeed_hash(value: Any) -> str:
     return value.lower()
 
 
-def normalise_message(message: Any) -> dict[str, Any]:
-    """A message as the original stores it: a JSON object after a JSON round trip (1.0 -> 1)."""
+def message_text(message: Any) -> str:
+    """The canonical JSON of a message to append. Parsing it back gives the message as the
+    original stores it (numbers after a JSON round trip: 1.0 -> 1)."""
     if not isinstance(message, dict):
         raise UsageError(f"a feed message must be a JSON object, not {type(message).__name__}")
     try:
-        normalised = json.loads(canonical_json(message))
+        return canonical_json(message)
     except (TypeError, ValueError) as e:
         raise UsageError(f"a feed message must be plain JSON: {e}") from None
-    assert isinstance(normalised, dict)
-    return normalised
+
+
+class _Verifier:
+    """Signature checks for one feed (PROTOCOL.md 8.3), with its public key parsed once."""
+
+    def __init__(self, feed_id: str):
+        self.feed_id = feed_id
+        try:
+            self._key: Ed25519PublicKey | None = Ed25519PublicKey.from_public_bytes(bytes.fromhex(feed_id))
+        except ValueError:
+            self._key = None
+
+    def verify(self, body: dict[str, Any], signature: str, body_text: str | None = None) -> bool:
+        """`body_text`, when given, is the stored canonical text of `body`: hashed as it is, which
+        saves re-serialising; any other form falls back to the full rule (legacy included)."""
+        if self._key is None:
+            return False
+        if body_text is not None:
+            try:
+                self._key.verify(bytes.fromhex(signature), hashlib.sha1(body_text.encode("utf-8")).digest())
+                return True
+            except (InvalidSignature, ValueError):
+                pass
+        return verify_body(self.feed_id, body, signature)
 
 
 _Row = tuple[str, str, int, str]       # feedId, subfeedHash, position, envelope text
@@ -114,6 +141,7 @@ class Feeds:
         self._feed_locks: dict[str, threading.RLock] = {}
         self._states: dict[str, dict[str, _SubfeedState]] = {}   # feed id -> subfeed hash -> state
         self._keys: dict[str, KeyPair] = {}
+        self._signers: dict[str, Ed25519PrivateKey] = {}
         conn = self._conn()
         for statement in _SCHEMA:
             conn.execute(statement)
@@ -159,6 +187,7 @@ class Feeds:
             had_key = self.mutables.delete(feed_config_key(feed_id))
             self._states.pop(feed_id, None)
             self._keys.pop(feed_id, None)
+            self._signers.pop(feed_id, None)
             return cur.rowcount > 0 or had_key
 
     def get_feed_id(self, name: str) -> str | None:
@@ -232,13 +261,14 @@ class Feeds:
             "SELECT position, message FROM subfeedMessages WHERE feedId = ? AND subfeedHash = ? "
             "ORDER BY position", (feed_id, subfeed_hash)).fetchall()
         state = _SubfeedState(0, None)
+        verifier = _Verifier(feed_id)
         for position, text in rows:
             try:
                 envelope = json.loads(text)
             except ValueError:
                 envelope = None
-            problem = _check_envelope(feed_id, envelope, state) if position == state.count else \
-                f"position {position} follows {state.count - 1}"
+            problem = _check_envelope(verifier, envelope, state, _stored_body_text(text)) \
+                if position == state.count else f"position {position} follows {state.count - 1}"
             if problem is not None:
                 log.warning("feed %s subfeed %s: stored message %d does not verify (%s); "
                             "only the %d messages before it are served",
@@ -252,13 +282,15 @@ class Feeds:
     def append(self, feed_id: str, subfeed_hash: str, messages: Sequence[Any]) -> int:
         """Sign and store messages (normalised, 8.4) in one transaction; returns the new count."""
         feed_id, subfeed_hash = check_feed_id(feed_id), check_subfeed_hash(subfeed_hash)
-        normalised = [normalise_message(m) for m in messages]
+        texts = [message_text(m) for m in messages]
         with self._lock(feed_id):
             keys = self._key_pair(feed_id)
             if keys is None:
                 raise FeedNotWriteableError(f"feed {feed_id} is not writeable on this node")
+            signer = self._signers.get(feed_id) or Ed25519PrivateKey.from_private_bytes(keys.seed)
+            self._signers[feed_id] = signer
             state = self._state(feed_id, subfeed_hash)
-            if not normalised:
+            if not texts:
                 return state.count
             bad = self._unverified_tail(feed_id, subfeed_hash, state)
             if bad:
@@ -267,14 +299,13 @@ class Feeds:
             timestamp = int(time.time() * 1000)
             rows: list[_Row] = []
             count, previous = state.count, state.last_signature
-            for message in normalised:
-                body: dict[str, Any] = {"message": message, "messageNumber": count, "timestamp": timestamp}
-                if previous is not None:
-                    body["previousSignature"] = previous
-                previous = keys.sign_body(body)
-                # canonical JSON of {"body", "signature"}: keys already in sorted order
-                rows.append((feed_id, subfeed_hash, count,
-                             f'{{"body":{canonical_json(body)},"signature":"{previous}"}}'))
+            for text in texts:
+                # canonical_json(body), written out: its keys in sorted order, each message
+                # serialised once (KeyPair.sign_body's rule: sign SHA1 of this text)
+                chain = f',"previousSignature":"{previous}"' if previous is not None else ""
+                body_text = f'{{"message":{text},"messageNumber":{count}{chain},"timestamp":{timestamp}}}'
+                previous = signer.sign(hashlib.sha1(body_text.encode("utf-8")).digest()).hex()
+                rows.append((feed_id, subfeed_hash, count, f'{{"body":{body_text},"signature":"{previous}"}}'))
                 count += 1
             self._insert(feed_id, subfeed_hash, rows)
             self._states.setdefault(feed_id, {})[subfeed_hash] = _SubfeedState(count, previous)
@@ -293,6 +324,7 @@ class Feeds:
             if self._key_pair(feed_id) is not None:
                 raise FeedIntegrityError(f"feed {feed_id} is owned by this node; it is never written from outside")
             state = self._state(feed_id, subfeed_hash)
+            verifier = _Verifier(feed_id)
             work = _SubfeedState(state.count, state.last_signature)
             rows: list[_Row] = []
             for envelope in envelopes:
@@ -302,7 +334,7 @@ class Feeds:
                         and not rows:
                     self._check_already_held(feed_id, subfeed_hash, number, envelope)
                     continue
-                problem = _check_envelope(feed_id, envelope, work)
+                problem = _check_envelope(verifier, envelope, work)
                 if problem is not None:
                     raise FeedIntegrityError(f"feed {feed_id} subfeed {subfeed_hash}: refused message "
                                              f"{number!r}: {problem}")
@@ -353,7 +385,17 @@ class Feeds:
             raise
 
 
-def _check_envelope(feed_id: str, envelope: Any, state: _SubfeedState) -> str | None:
+def _stored_body_text(text: str) -> str | None:
+    """The body's text inside a stored envelope written as {"body":<body>,"signature":"<sig>"}."""
+    if text.startswith('{"body":') and text.endswith('"}'):
+        cut = text.rfind(',"signature":"')
+        if cut > 0:
+            return text[len('{"body":'):cut]
+    return None
+
+
+def _check_envelope(verifier: _Verifier, envelope: Any, state: _SubfeedState,
+                    body_text: str | None = None) -> str | None:
     """Why `envelope` is not a valid message number state.count after state.last_signature, or None."""
     if not isinstance(envelope, dict):
         return "not a JSON object"
@@ -368,7 +410,7 @@ def _check_envelope(feed_id: str, envelope: Any, state: _SubfeedState) -> str | 
     if not isinstance(body.get("message"), dict):
         return "the message is not a JSON object"
     try:
-        if not verify_body(feed_id, body, signature):
+        if not verifier.verify(body, signature, body_text):
             return "bad signature"
     except (TypeError, ValueError):
         return "the body is not plain JSON"

@@ -202,7 +202,7 @@ def test_delete_cascades_and_is_immediate(feeds):
     assert feeds.delete_feed(fid) is False
 
 
-def _original_store(d, keys, messages, *, legacy_at=None):
+def _original_store(d, keys, messages, *, legacy_at=None, spaced_at=None):
     """A storage dir as the original daemon leaves it: its schema, envelopes, key in mutables."""
     d.mkdir(parents=True)
     db = sqlite3.connect(d / "feeds.db")
@@ -222,8 +222,9 @@ def _original_store(d, keys, messages, *, legacy_at=None):
         if previous:
             body["previousSignature"] = previous
         previous = keys.sign(canonical_json(body).encode()) if i == legacy_at else keys.sign_body(body)
-        db.execute("INSERT INTO subfeedMessages VALUES (?, ?, ?, ?)",
-                   (fid, SF, i, canonical_json({"body": body, "signature": previous})))
+        envelope = {"signature": previous, "body": body}
+        text = json.dumps(envelope) if i == spaced_at else canonical_json(envelope)   # any JSON form reads
+        db.execute("INSERT INTO subfeedMessages VALUES (?, ?, ?, ?)", (fid, SF, i, text))
     db.commit()
     Mutables(d / "mutables.db").set(feed_config_key(fid), {"feedId": fid, "privateKey": keys.seed_hex})
     return fid
@@ -231,7 +232,7 @@ def _original_store(d, keys, messages, *, legacy_at=None):
 
 def test_adopts_an_original_storage_dir(tmp_path):
     keys = KeyPair.generate()
-    fid = _original_store(tmp_path / "orig", keys, [{"i": 0}, {"i": 1}, {"i": 2}], legacy_at=1)
+    fid = _original_store(tmp_path / "orig", keys, [{"i": 0}, {"i": 1}, {"i": 2}], legacy_at=1, spaced_at=2)
     feeds = open_feeds(tmp_path / "orig")
     assert feeds.is_writeable(fid)
     assert feeds.get_messages(fid, SF) == [{"i": 0}, {"i": 1}, {"i": 2}]       # legacy signature read
