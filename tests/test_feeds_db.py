@@ -107,7 +107,7 @@ def test_concurrent_appends_keep_one_chain(feeds):
     signed = feeds.get_messages(fid, SF, signed=True)
     assert len(signed) == 160
     check_chain(fid, signed)
-    for first, second in zip(signed[::2], signed[1::2]):     # each batch stays contiguous
+    for first, second in zip(signed[::2], signed[1::2], strict=True):     # each batch stays contiguous
         assert second["body"]["message"] == {**first["body"]["message"], "second": True}
 
 
