@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -54,7 +55,8 @@ async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[Extra
         nursery.start_soon(_rotate_auth, node, auth_rotation_seconds)
 
         async def http(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-            await hypercorn_serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+            await hypercorn_serve(app, config, shutdown_trigger=partial(_stopping, node, stop),
+                                  task_status=task_status)
             log.info("HTTP server drained; stopping")
             nursery.cancel_scope.cancel()        # then the mount, rotation and signal tasks
 
@@ -64,6 +66,12 @@ async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[Extra
             await nursery.start(_stop_when_done, task, stop)
         notify_systemd("READY=1")
         task_status.started()
+
+
+async def _stopping(node: Node, stop: trio.Event) -> None:
+    """Hypercorn's shutdown trigger: on stop, feed long polls answer at once so requests drain."""
+    await stop.wait()
+    node.feeds.close()
 
 
 async def _stop_when_done(task: ExtraTask, stop: trio.Event,

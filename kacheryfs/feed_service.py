@@ -43,6 +43,7 @@ class FeedService:
         self.feeds = feeds
         self._waiters: dict[SubfeedKey, set[trio.Event]] = {}
         self._token: trio.lowlevel.TrioToken | None = None
+        self._closing = False
 
     # ---- plain calls, in threads --------------------------------------------------------
 
@@ -86,6 +87,13 @@ class FeedService:
         for event in self._waiters.get((feed_id.lower(), subfeed_hash.lower()), ()):
             event.set()
 
+    def close(self) -> None:
+        """The node is stopping: pending and new watches answer at once, so HTTP can drain."""
+        self._closing = True
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
+
     def notify_from_thread(self, feed_id: str, subfeed_hash: str) -> None:
         """Wake watches from any thread that changed Feeds directly (after its commit)."""
         if self._token is not None:     # else no watch ever ran: nobody to wake
@@ -106,12 +114,14 @@ class FeedService:
             found = await self._collect(watches, signed, max_num)
             if found or wait_msec <= 0:
                 return found
-            while True:
+            while not self._closing:
                 with trio.move_on_at(deadline):
                     await woken.wait()
                 if not woken.is_set():
                     break                                   # timed out
                 woken = self._rearm(keys, woken)
+                if self._closing:
+                    break
                 await trio.sleep(BATCH_SECONDS)
                 found = await self._collect(watches, signed, max_num)
                 if found or trio.current_time() >= deadline:

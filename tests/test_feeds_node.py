@@ -298,3 +298,22 @@ def test_feeds_persist_across_restart(tmp_path, monkeypatch):
         assert len(signed) == 3
         check_chain(f.feed_id, signed)
     assert (storage / "feeds.db").exists()
+
+
+def test_node_stops_promptly_with_a_pending_long_poll(tmp_path):
+    with running_node(tmp_path / "storage") as n:
+        fid = n.post("/feed/createFeed", json={}).json()["feedId"]
+        result = {}
+
+        def watch():
+            result["r"] = n.post("/feed/watchForNewMessages", json={
+                "subfeedWatches": {"w": {"feedId": fid, "subfeedHash": SF1, "position": 0}}, "waitMsec": 60000})
+        base = request_count(n)
+        t = threading.Thread(target=watch)
+        t.start()
+        wait_until_pending(n, base)
+        start = time.monotonic()
+        assert n.stop() == 0                                  # SIGTERM, not the SIGKILL fallback
+        assert time.monotonic() - start < 3
+        t.join(timeout=10)
+        assert result["r"].status_code == 200 and result["r"].json() == {"success": True, "messages": {"w": []}}
