@@ -92,7 +92,7 @@ async def watch_for_new_messages(node: Node, body: dict[str, Any]) -> dict[str, 
         try:
             watches[name] = Watch(check_feed_id(_str_field(w, "feedId")),
                                   check_subfeed_hash(_str_field(w, "subfeedHash")),
-                                  _int_field(w, "position", 0))
+                                  _int_field(w, "position", 0), channel or "*local*")
         except UsageError as e:
             raise UsageError(f"subfeed watch {name!r}: {e}") from None
     wait_msec = body.get("waitMsec", 0)

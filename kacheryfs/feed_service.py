@@ -36,6 +36,7 @@ class Watch:
     feed_id: str
     subfeed_hash: str
     position: int
+    channel: str = "*local*"     # as the client sent it; kept for the network layer, unused here
 
 
 class FeedService:
