@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -58,7 +59,8 @@ async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[Extra
             await nursery.start(_serve_peers, node, stop)
 
         async def http(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-            await hypercorn_serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+            await hypercorn_serve(app, config, shutdown_trigger=partial(_stopping, node, stop),
+                                  task_status=task_status)
             log.info("HTTP server drained; stopping")
             nursery.cancel_scope.cancel()        # then the mount, rotation and signal tasks
 
@@ -82,6 +84,12 @@ async def _serve_peers(node: Node, stop: trio.Event,
     config.graceful_timeout = 5
     await hypercorn_serve(make_peer_app(node), config, shutdown_trigger=stop.wait, task_status=task_status)
     log.info("peer API on %s:%d", host, port)
+
+
+async def _stopping(node: Node, stop: trio.Event) -> None:
+    """Hypercorn's shutdown trigger: on stop, feed long polls answer at once so requests drain."""
+    await stop.wait()
+    node.feeds.close()
 
 
 async def _stop_when_done(task: ExtraTask, stop: trio.Event,

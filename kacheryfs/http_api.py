@@ -29,6 +29,7 @@ from kachery_client.errors import AuthError, KacheryError, NotFoundError, UsageE
 from kachery_client.store import BlobWriter
 from kachery_client.uri import check_name, check_sha1
 
+from .feed_routes import FEED_ROUTES
 from .mutables import is_private_key
 from .node import VERSION, Node
 from .peer_routes import peer_routes
@@ -138,9 +139,7 @@ JSON_ROUTES: dict[str, Handler] = {
     "/mutable/set": mutable_set,
     "/mutable/delete": mutable_delete,
     "/createSignedFileUploadUrl": not_supported("bucket uploads through signed URLs"),
-    **{f"/feed/{name}": not_supported("feeds") for name in (
-        "createFeed", "deleteFeed", "getFeedId", "getFeedInfo", "getNumLocalMessages",
-        "appendMessages", "watchForNewMessages")},
+    **FEED_ROUTES,
     **{f"/task/{name}": not_supported("tasks") for name in (
         "registerTaskFunctions", "requestTask", "waitForTaskResult", "updateTaskStatus",
         "createSignedTaskResultUploadUrl")},

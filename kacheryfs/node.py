@@ -25,6 +25,8 @@ from kachery_client.uri import check_name, check_sha1
 
 from .auth import ClientAuth
 from .config import CONFIG_NAME, NodeConfig, load_config
+from .feed_service import FeedService
+from .feeds import Feeds
 from .fetcher import Fetcher, Transfer
 from .index import NodeIndex
 from .keys import KeyPair, load_or_create_node_keys, write_private_file
@@ -83,7 +85,7 @@ class Node:
                                    on_fetched=self._fetched)
         self._uploads: trio.MemorySendChannel[tuple[str, str]] | None = None
         self._evict_wanted = trio.Event()
-        self.feeds: Any = None
+        self.feeds = FeedService(Feeds(self.storage_dir / "feeds.db", self.mutables))
 
     def _download_sources(self) -> list[Source]:
         sources: list[Source] = []

@@ -119,7 +119,8 @@ def test_malformed_requests_get_400_not_500(node):
     assert r.status_code == 400
     r = node.post("/store", data=b"x", headers={"X-Kachery-Name": "../evil"})
     assert r.status_code == 400
-    assert node.post("/feed/createFeed", json={}).json()["success"] is False
+    fid = node.post("/feed/createFeed", json={}).json()["feedId"]          # its key: never served
+    assert node.post("/mutable/get", json={"key": {"type": "feedConfig", "feedId": fid}}).status_code == 400
     assert node.post("/mutable/get", json={"key": {"type": "feedConfig", "feedId": "ab" * 32}}).status_code == 400
 
 
