@@ -12,7 +12,7 @@ import pytest
 import kachery_client as kc
 from kacheryfs.keys import verify, verify_body
 from tests.support.nodeproc import client_env, running_node
-from tests.test_compat_kc120 import kc120_python, run120  # noqa: F401 - the venv fixture
+from tests.test_compat_kc120 import run120
 
 SF1 = hashlib.sha1(b"sf1").hexdigest()
 
@@ -27,7 +27,7 @@ def run_json(python, node, script, *args, cwd):
     return json.loads(run120(python, client_env(node), script, *args, cwd=cwd).strip().splitlines()[-1])
 
 
-def test_items_21_to_25_and_27_to_31(kc120_python, node, tmp_path):  # noqa: F811
+def test_items_21_to_25_and_27_to_31(kc120_python, node, tmp_path):
     out = run_json(kc120_python, node, """
         import json, time, threading, kachery_client as kc
         r = {}
@@ -118,7 +118,7 @@ def _requests_seen(node):
     return requests.get(node.url + "/stats", headers=node.headers(), timeout=10).json()["stats"]["requests"]
 
 
-def test_item_26_watch_wakes_within_200ms_of_another_process_append(kc120_python, node, tmp_path):  # noqa: F811
+def test_item_26_watch_wakes_within_200ms_of_another_process_append(kc120_python, node, tmp_path):
     setup = run_json(kc120_python, node, """
         import json, kachery_client as kc
         f = kc.create_feed()
@@ -159,7 +159,7 @@ def test_item_26_watch_wakes_within_200ms_of_another_process_append(kc120_python
     assert result["at"] - appender["t0"] < 0.2, result["at"] - appender["t0"]
 
 
-def test_feed_named_by_our_client_loads_by_name_in_120(kc120_python, node, tmp_path,  # noqa: F811
+def test_feed_named_by_our_client_loads_by_name_in_120(kc120_python, node, tmp_path,
                                                         monkeypatch):
     """A feed named by our client loads by that name in 1.2.0 (same client-side name record)."""
     monkeypatch.delenv("KACHERY_OFFLINE_STORAGE_DIR", raising=False)
