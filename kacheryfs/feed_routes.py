@@ -63,6 +63,7 @@ async def get_feed_info(node: Node, body: dict[str, Any]) -> dict[str, Any]:
 async def get_num_local_messages(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     feed_id = check_feed_id(_str_field(body, "feedId"))
     subfeed_hash = check_subfeed_hash(_str_field(body, "subfeedHash"))
+    await node.feed_replicator.interest(feed_id, subfeed_hash)
     return {"success": True, "numMessages": await node.feeds.num_messages(feed_id, subfeed_hash)}
 
 
@@ -103,6 +104,8 @@ async def watch_for_new_messages(node: Node, body: dict[str, Any]) -> dict[str, 
     if not isinstance(signed, bool):
         raise UsageError("signed must be true or false")
     max_num = _int_field(body, "maxNumMessages", 0)
+    for w in watches.values():                  # feeds owned elsewhere: their messages come from peers
+        await node.feed_replicator.interest(w.feed_id, w.subfeed_hash)
     messages = await node.feeds.watch(watches, float(wait_msec), signed=signed, max_num=max_num)
     return {"success": True, "messages": messages}
 

@@ -25,6 +25,7 @@ from kachery_client.uri import check_name, check_sha1
 
 from .auth import ClientAuth
 from .config import CONFIG_NAME, NodeConfig, load_config
+from .feed_replication import FeedReplicator
 from .feed_service import FeedService
 from .feeds import Feeds
 from .fetcher import Fetcher, Transfer
@@ -86,6 +87,8 @@ class Node:
         self._uploads: trio.MemorySendChannel[tuple[str, str]] | None = None
         self._evict_wanted = trio.Event()
         self.feeds = FeedService(Feeds(self.storage_dir / "feeds.db", self.mutables))
+        self.feed_replicator = FeedReplicator(self.feeds, [p for c in config.channels if c.can("download")
+                                                           for p in self.peers[c.name]])
 
     def _download_sources(self) -> list[Source]:
         sources: list[Source] = []
@@ -99,11 +102,12 @@ class Node:
     # ---- background services --------------------------------------------------------------
 
     async def run_services(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The fetcher, the upload queue and the cache limit, until cancelled."""
+        """The fetcher, feed replication, the upload queue and the cache limit, until cancelled."""
         send, receive = trio.open_memory_channel[tuple[str, str]](10_000)
         async with trio.open_nursery() as nursery:
             if self.fetcher is not None:
                 await nursery.start(self.fetcher.run)
+            await nursery.start(self.feed_replicator.run)
             self._uploads = send
             nursery.start_soon(self._upload_loop, receive)
             if self.config.cache_max_bytes:

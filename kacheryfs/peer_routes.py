@@ -1,6 +1,7 @@
 """The peer API: what other nodes of a channel may ask this one (HTTP adapter, like http_api.py).
 
     POST /peer/stat            {"sha1"} -> {"found", "size", "manifestSha1"}   (local blobs only)
+    POST /peer/feed/messages   signed feed messages, a long poll (feed_replication.py)
     GET  /peer/blob/<sha1>     the blob's bytes; `Range: bytes=a-b` -> 206 with those bytes
     POST /peer/<feature path>  JSON endpoints that feature modules (feeds, tasks) add to
                                PEER_JSON_ROUTES as `async handler(node, channel, peer_id, body)`
@@ -27,6 +28,7 @@ from starlette.routing import Route
 from kachery_client.errors import AuthError, KacheryError, NotFoundError, UsageError
 from kachery_client.uri import check_sha1
 
+from .feed_replication import serve_feed_messages
 from .node import Node
 from .peer_auth import check_request
 
@@ -48,8 +50,13 @@ async def stat(node: Node, channel: str, peer: str, body: dict[str, Any]) -> dic
     return {"found": True, "size": size, "manifestSha1": await node.manifest_for(sha1)}
 
 
+async def feed_messages(node: Node, channel: str, peer: str, body: dict[str, Any]) -> dict[str, Any]:
+    return await serve_feed_messages(node.feeds, body)
+
+
 PEER_JSON_ROUTES: dict[str, PeerHandler] = {
     "/peer/stat": stat,
+    "/peer/feed/messages": feed_messages,
 }
 
 
