@@ -3,7 +3,8 @@
     python bench/feeds.py [--count 20000] [--batch 100] [--wakeups 30]
 
 Targets: appends >= 2000 messages/s (batches of 100, our client, signed and fsynced by the node);
-watch wake-up after an append < 100 ms median (the node batches 30 ms before answering).
+watch wake-up after an append < 100 ms median (the node batches 30 ms before answering);
+A-to-B propagation (append on the owner A, long poll on B, a peer of A) median < 500 ms.
 Starts its own node on a free port with a temporary storage directory.
 """
 
@@ -21,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.nodeproc import NodeProc, client_env, running_node  # noqa: E402
+from tests.support.network import node_id, write_config  # noqa: E402
+from tests.support.nodeproc import NodeProc, client_env, free_port, running_node  # noqa: E402
 
 
 def append_rate(count: int, batch: int) -> None:
@@ -67,13 +69,41 @@ def wakeup_latency(rounds: int) -> None:
           f"max {ms[-1]:.1f} ms (target < 100 ms; includes the node's 30 ms batching)")
 
 
-def propagation_latency(node_a: NodeProc, node_b: NodeProc) -> None:
-    """FOR THE LEAD: A-to-B propagation once the network layer replicates feeds.
+def propagation_latency(node_a: NodeProc, node_b: NodeProc, rounds: int) -> None:
+    """Append on A (the owner) while a client long-polls B: time from the append to B's answer."""
+    import hashlib
 
-    Plan: create a feed on A, watch its subfeed through B's HTTP API (B subscribed to A), append
-    on A, and time until B's watch returns (median of N rounds), like wakeup_latency above.
-    """
-    raise NotImplementedError("feed replication between nodes is wired by the network layer")
+    import requests
+    feed_id = node_a.post("/feed/createFeed", json={}).json()["feedId"]
+    sub = hashlib.sha1(b"bench-propagation").hexdigest()
+
+    def watch_b(position: int) -> list:
+        body = {"subfeedWatches": {"w": {"feedId": feed_id, "subfeedHash": sub, "position": position,
+                                         "channelName": "*local*"}},
+                "waitMsec": 20000, "signed": False, "maxNumMessages": 0}
+        return node_b.post("/feed/watchForNewMessages", json=body).json()["messages"].get("w", [])
+
+    node_a.post("/feed/appendMessages", json={"feedId": feed_id, "subfeedHash": sub, "messages": [{"r": -1}]})
+    assert watch_b(0) == [{"r": -1}]          # B now follows the subfeed
+    latencies = []
+    for i in range(rounds):
+        returned: list[float] = []
+
+        def watch(position: int = i + 1, returned: list[float] = returned) -> None:
+            assert watch_b(position)
+            returned.append(time.perf_counter())
+        t = threading.Thread(target=watch)
+        t.start()
+        time.sleep(0.1)     # a benchmark, not a test: give the long poll time to arrive at B
+        appended = time.perf_counter()
+        r = requests.post(node_a.url + "/feed/appendMessages", headers=node_a.headers(), timeout=30,
+                          json={"feedId": feed_id, "subfeedHash": sub, "messages": [{"r": i}]})
+        assert r.status_code == 200, r.text
+        t.join(timeout=30)
+        latencies.append(returned[0] - appended)
+    ms = sorted(x * 1000 for x in latencies)
+    print(f"A-to-B propagation ({rounds} rounds): median {statistics.median(ms):.1f} ms, "
+          f"max {ms[-1]:.1f} ms (target median < 500 ms)")
 
 
 def main() -> None:
@@ -87,6 +117,13 @@ def main() -> None:
         os.environ.pop("KACHERY_OFFLINE_STORAGE_DIR", None)
         append_rate(args.count, args.batch)
         wakeup_latency(args.wakeups)
+    with tempfile.TemporaryDirectory() as d:
+        sa, sb = Path(d) / "a" / "storage", Path(d) / "b" / "storage"
+        port_a = free_port()
+        write_config(sa, members=[node_id(sb)])
+        write_config(sb, peers=[f"http://127.0.0.1:{port_a}"], members=[node_id(sa)])
+        with running_node(sa, port=port_a) as a, running_node(sb) as b:
+            propagation_latency(a, b, args.wakeups)
 
 
 if __name__ == "__main__":
