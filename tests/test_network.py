@@ -277,3 +277,22 @@ def wait_for_chunks(storage: Path, sha1: str, n: int, loader: subprocess.Popen, 
         assert loader.poll() is None, "the load ended before the transfer could be interrupted"
         assert time.monotonic() < end, "the transfer did not progress"
         time.sleep(0.005)
+
+
+def test_cache_limit_evicts_only_what_others_hold(tmp_path):
+    sa, sb, port_a = pair(tmp_path, b_node={"cache_max_bytes": 20_000_000})
+    files = [make_file(tmp_path / f"f{i}.bin", 8_000_000) for i in range(3)]
+    with running_node(sa, port=port_a) as a, running_node(sb) as b:
+        uris = [store_on(a, f) for f in files]
+        only_here = store_on(b, make_file(tmp_path / "mine.bin", 8_000_000)).split("/")[2]
+        for uri in uris:                                  # 8 MB local + 3 x 8 MB fetched > 20 MB
+            client(b, "kc.load_file(sys.argv[1])", uri)
+        blob = lambda sha1: sb / "sha1" / sha1[:2] / sha1[2:4] / sha1[4:6] / sha1  # noqa: E731
+        fetched = [u.split("/")[2] for u in uris]
+        deadline = time.monotonic() + 30
+        while blob(fetched[0]).exists() or blob(fetched[1]).exists():  # least recently used first
+            assert time.monotonic() < deadline, b.log()[-2000:]
+            time.sleep(0.02)
+        assert blob(only_here).exists() and blob(fetched[2]).exists()
+        # Evicted content is fetched again on demand.
+        assert sha1_file(Path(client(b, "print(kc.load_file(sys.argv[1]))", uris[0]))) == fetched[0]
