@@ -31,6 +31,10 @@ from kachery_client.uri import check_name, check_sha1
 
 from .mutables import is_private_key
 from .node import VERSION, Node
+from .task_routes import JSON_HANDLERS as TASK_HANDLERS
+from .task_routes import RESULT_ROUTES as TASK_RESULT_ROUTES
+from .task_routes import request_base_url
+from .tasks import RESULT_PATH_PREFIX as TASK_RESULT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +136,7 @@ JSON_ROUTES: dict[str, Handler] = {
     **{f"/feed/{name}": not_supported("feeds") for name in (
         "createFeed", "deleteFeed", "getFeedId", "getFeedInfo", "getNumLocalMessages",
         "appendMessages", "watchForNewMessages")},
-    **{f"/task/{name}": not_supported("tasks") for name in (
-        "registerTaskFunctions", "requestTask", "waitForTaskResult", "updateTaskStatus",
-        "createSignedTaskResultUploadUrl")},
+    **TASK_HANDLERS,
 }
 
 
@@ -155,6 +157,7 @@ def _json_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]
                 raise UsageError("request body is not JSON") from None
             if not isinstance(body, dict):
                 raise UsageError("request body must be a JSON object")
+            request_base_url.set(str(request.base_url).rstrip("/"))    # for handlers that hand out URLs
             return JSONResponse(await handler(node, body))
         except UsageError as e:
             return _error_response(400, str(e))
@@ -353,7 +356,9 @@ class ClientAuthWrapper:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             self.node.stats.requests += 1
-            if not (scope["method"] == "GET" and scope["path"] == "/probe"):
+            # task result URLs carry their own token (kachery-client 1.2.0 sends no auth header there)
+            if not (scope["method"] == "GET" and scope["path"] == "/probe") \
+                    and not scope["path"].startswith(TASK_RESULT_PREFIX):
                 code = dict(scope["headers"]).get(AUTH_HEADER)
                 message = None
                 if code is None:
@@ -389,6 +394,7 @@ def make_app(node: Node, halt_event: trio.Event, extra_routes: list[Route] | Non
         Route("/downloadFileData", download_file_data, methods=["POST"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/halt", halt, methods=["GET"]),
+        *TASK_RESULT_ROUTES,
         *(extra_routes or []),
     ]
     app = Starlette(routes=routes)

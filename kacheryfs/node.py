@@ -25,6 +25,8 @@ from kachery_client.uri import check_name, check_sha1
 from .auth import ClientAuth
 from .keys import KeyPair, load_or_create_node_keys, write_private_file
 from .mutables import Mutables
+from .task_results import TaskResultIndex
+from .tasks import TaskHub, url_secret
 
 log = logging.getLogger(__name__)
 VERSION = "kacheryfs-0.1.0"
@@ -92,6 +94,8 @@ class Node:
         self.stats = Stats()
         self.fetcher = fetcher
         self.feeds: Any = None
+        self.tasks = TaskHub(self.store, TaskResultIndex(self.storage_dir / "kacheryfs.db"),
+                             url_secret(self.keys.seed))
 
     def close(self) -> None:
         self._lock_file.close()
