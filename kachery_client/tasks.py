@@ -153,7 +153,7 @@ def request_task(*, task_function_id: str, task_kwargs: dict[str, Any], task_fun
 
 # ---- providing ----------------------------------------------------------------------------
 
-class _Terminated(Exception):
+class _Terminated(BaseException):     # not caught by a task's `except Exception`
     pass
 
 
