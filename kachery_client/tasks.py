@@ -236,30 +236,32 @@ def _run_one(client: NodeClient, task: dict[str, Any]) -> None:
         log.info("task %s raised %s: %s", function_id, type(e).__name__, e)
         _report(client, task, "error", f"{function_id} raised {type(e).__name__}: {e}")
         return
-    if function_type != "action":
-        try:
-            data = json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
-        except (TypeError, ValueError) as e:
-            _report(client, task, "error", f"the result of {function_id} is not JSON-serialisable: {e}")
-            return
-        try:
-            url = client.post_json("/task/createSignedTaskResultUploadUrl", {
-                "channelName": task["channelName"], "taskId": task["taskHash"], "size": len(data)})["signedUrl"]
-            client.put_url(url, data)
-        except KacheryError as e:
-            _report(client, task, "error", f"cannot upload the result of {function_id}: {e}")
-            return
-    _report(client, task, "finished")
+    if function_type == "action":
+        _report(client, task, "finished")
+        return
+    try:
+        text = json.dumps(result, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        _report(client, task, "error", f"the result of {function_id} is not JSON-serialisable: {e}")
+        return
+    # the result travels with the status (a node extension; the original PUT it to a signed URL)
+    if not _report(client, task, "finished", result_json=text):
+        _report(client, task, "error", f"cannot hand the result of {function_id} to the node")
 
 
-def _report(client: NodeClient, task: dict[str, Any], status: str, error_message: str | None = None) -> None:
+def _report(client: NodeClient, task: dict[str, Any], status: str, error_message: str | None = None,
+            result_json: str | None = None) -> bool:
     body: dict[str, Any] = {"channelName": task["channelName"], "taskId": task["taskId"], "status": status}
     if error_message is not None:
         body["errorMessage"] = error_message
+    if result_json is not None:
+        body["resultJson"] = result_json
     try:
         client.post_json("/task/updateTaskStatus", body)
+        return True
     except KacheryError as e:
         log.warning("cannot report status %s of task %s: %s", status, task.get("taskId"), e)
+        return False
 
 
 @contextlib.contextmanager

@@ -86,8 +86,11 @@ async def wait_for_task_result(node: Node, body: dict[str, Any]) -> dict[str, An
 
 
 async def update_task_status(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+    # extension: "resultJson" (the result's JSON text) instead of a PUT to a signed URL
+    result = _str(body, "resultJson", False)
     await node.tasks.update_status(channel=_str(body, "channelName"), task_id=_str(body, "taskId"),
-                                   status=_str(body, "status"), error_message=_str(body, "errorMessage", False))
+                                   status=_str(body, "status"), error_message=_str(body, "errorMessage", False),
+                                   result=None if result is None else result.encode())
     return {"success": True}
 
 

@@ -17,16 +17,22 @@ from .nodeproc import NodeProc, client_env
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 READY_DEADLINE = 30.0
+_outputs: dict[int, Path] = {}
 
 
 def start_backend(node: NodeProc, channels: Sequence[str], run_log: Path,
                   command: Sequence[str] | None = None, cwd: Path | None = None,
                   env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Our test backend (tests/support/task_backend.py) or `command`, in its own process group."""
-    return subprocess.Popen(
-        list(command or [sys.executable, "-m", "tests.support.task_backend", *channels]),
-        env={**os.environ, "PYTHONPATH": str(ROOT), **client_env(node), "TASK_RUN_LOG": str(run_log), **(env or {})},
-        cwd=cwd or ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    """Our test backend (tests/support/task_backend.py) or `command`, in its own process group;
+    its output goes to <run_log>.out (a file: a full pipe would block the backend)."""
+    with open(run_log.with_suffix(".out"), "ab") as out:
+        proc = subprocess.Popen(
+            list(command or [sys.executable, "-m", "tests.support.task_backend", *channels]),
+            env={**os.environ, "PYTHONPATH": str(ROOT), **client_env(node), "TASK_RUN_LOG": str(run_log),
+                 **(env or {})},
+            cwd=cwd or ROOT, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+    _outputs[proc.pid] = run_log.with_suffix(".out")
+    return proc
 
 
 def stop_backend(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> str:
@@ -44,8 +50,8 @@ def stop_backend(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> st
         os.killpg(proc.pid, signal.SIGKILL)     # leftover children (a forked worker) of that group
     except ProcessLookupError:
         pass
-    out = proc.stdout.read() if proc.stdout else b""
-    return out.decode(errors="replace")
+    path = _outputs.pop(proc.pid, None)
+    return path.read_text(errors="replace") if path and path.exists() else ""
 
 
 def raw_request(node: NodeProc, channel: str, function_id: str, kwargs: Any, function_type: str = "query",
