@@ -9,6 +9,7 @@
     PUT <url> (result JSON bytes)            stored (pure-calculation: content + index)
     /task/updateTaskStatus finished|error    finished | error                ->  /task/waitForTaskResult
                                                                              ->  GET taskResultUrl
+(Our client skips the signed URL: it sends the result with 'finished' as "resultJson".)
 
 Task id: for a pure calculation the task hash (SHA-1 of canonical JSON of {"functionId", "kwargs"}),
 so identical requests share one run and, once finished, are answered from the stored result (the
@@ -27,9 +28,14 @@ is noticed within heartbeat + grace.
 HOOK FOR THE NETWORK LAYER: `TaskHub.route_request(task)` is the one place that decides where a
 new task goes. Today: to a live local backend session providing (channel, function id, type), or
 an immediate `error`. To route between nodes, add at the marked spot: "no local provider -> forward
-to peers of task.channel", and report back what the peer says with `set_status(task.task_id, ...)`
+to peers of task.channel", and report back what the peer says with `set_status(task, ...)`
 and, for results, `put_result(channel, task_hash, kind, data)` (kind 'pure' stores content and
-indexes it; 'query' keeps the bytes in memory); the requester's long polls wake on those calls.
+indexes it; 'query' keeps the bytes in memory) BEFORE set_status(task, "finished"); the
+requester's long polls wake on set_status. Tasks are keyed by (channel, task id).
+
+Known limit: two backends that send no backendSessionId (kachery-client 1.2.0) with identical
+registrations count as one session, so one of them dying mid-task while the other keeps polling
+is not noticed (the requester's wait times out instead).
 """
 
 from __future__ import annotations
@@ -91,6 +97,10 @@ class Task:
     changed_at: float = field(default_factory=time.monotonic)
     session_id: str | None = None           # the backend session it was delivered to
     changed: trio.Event = field(default_factory=trio.Event)   # set (and replaced) on each change
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.channel, self.task_id)
 
     @property
     def result_kind(self) -> str | None:
@@ -156,8 +166,8 @@ class TaskHub:
         self.index = index
         self.timeouts = timeouts or TaskTimeouts()
         self._secret = url_secret
-        self._tasks: dict[str, Task] = {}
-        self._pending: dict[str, Task] = {}                      # in request order
+        self._tasks: dict[tuple[str, str], Task] = {}            # (channel, task id) -> task
+        self._pending: dict[tuple[str, str], Task] = {}          # the same key, in request order
         self._sessions: dict[str, Session] = {}
         self._query_results: dict[tuple[str, str], tuple[float, bytes]] = {}
         self._result_sha1s = _Bounded(RESULT_SHA1_CACHE)    # (channel, hash) -> result blob, for GETs
@@ -179,8 +189,8 @@ class TaskHub:
         if function_type == "pure-calculation":
             if await self._stored_result_sha1(channel, task_hash) is not None:
                 return self._finished_from_store(base_url, channel, task_hash)
-            task = self._tasks.get(task_hash)
-            if task is None or task.status in TERMINAL or task.channel != channel:
+            task = self._tasks.get((channel, task_hash))
+            if task is None or task.status in TERMINAL:
                 task = self._new_task(task_hash, task_hash, channel, function_id, function_type, kwargs, backend_id)
                 await self.route_request(task)
         else:
@@ -196,8 +206,8 @@ class TaskHub:
         if not isinstance(task_id, str) or not 0 < len(task_id) <= 40:
             raise UsageError("invalid taskId")
         self._sweep()
-        task = self._tasks.get(task_id)
-        if task is None or task.channel != channel:
+        task = self._tasks.get((channel, task_id))
+        if task is None:
             if re.fullmatch(r"[0-9a-f]{40}", task_id) and \
                     await self._stored_result_sha1(channel, task_id) is not None:
                 return self._finished_from_store(base_url, channel, task_id)
@@ -232,17 +242,17 @@ class TaskHub:
         providers = self._providers(task)
         typed = [s for s in providers if s.functions[(task.channel, task.function_id)] == task.function_type]
         if typed:
-            self._pending[task.task_id] = task
+            self._pending[task.key] = task
             self._wake_backends()
             return
         # ---- NETWORK HOOK: no local backend provides it: forward to peers of task.channel here,
         # ---- then `return` (statuses and results come back through set_status / put_result).
         if providers:
             registered = providers[0].functions[(task.channel, task.function_id)]
-            self.set_status(task.task_id, "error", f"task function {task.function_id} is registered as "
+            self.set_status(task, "error", f"task function {task.function_id} is registered as "
                             f"'{registered}', but was requested as '{task.function_type}'")
         else:
-            self.set_status(task.task_id, "error", f"no backend provides task function {task.function_id} "
+            self.set_status(task, "error", f"no backend provides task function {task.function_id} "
                             f"on channel {task.channel}")
 
     def _providers(self, task: Task) -> list[Session]:
@@ -295,9 +305,8 @@ class TaskHub:
         for task in list(self._pending.values()):
             if session.functions.get((task.channel, task.function_id)) == task.function_type and \
                     (task.backend_id is None or task.backend_id == session.backend_id):
-                del self._pending[task.task_id]
                 task.session_id = session.session_id
-                self.set_status(task.task_id, "queued")
+                self.set_status(task, "queued")
                 out.append({"channelName": task.channel, "backendId": session.backend_id, "taskId": task.task_id,
                             "taskHash": task.task_hash, "taskFunctionId": task.function_id,
                             "kwargs": task.kwargs, "taskFunctionType": task.function_type})
@@ -312,8 +321,8 @@ class TaskHub:
             raise UsageError(f"invalid task status {status!r}")
         if error_message is not None and not isinstance(error_message, str):
             raise UsageError("errorMessage must be a string")
-        task = self._tasks.get(task_id) if isinstance(task_id, str) else None
-        if task is None or task.channel != channel:
+        task = self._tasks.get((channel, task_id))
+        if task is None:
             if status == "finished" and isinstance(task_id, str) and re.fullmatch(r"[0-9a-f]{40}", task_id) \
                     and await self._stored_result_sha1(channel, task_id) is not None:
                 return      # a pure result computed by the client itself (kachery-client's _run_task)
@@ -324,12 +333,12 @@ class TaskHub:
             if result is not None:
                 await self.put_result(channel, task.task_hash, task.result_kind, result)
             elif not await self._has_result(task):
-                self.set_status(task_id, "error", "the backend reported the task finished without uploading "
+                self.set_status(task, "error", "the backend reported the task finished without uploading "
                                 "its result")
                 return
         if status == "error":
             error_message = error_message or "the backend reported an error without a message"
-        self.set_status(task_id, status, error_message if status == "error" else None)
+        self.set_status(task, status, error_message if status == "error" else None)
 
     def create_upload_url(self, *, base_url: str, channel: str, task_hash: str, size: int) -> str:
         """A URL on this node where the holder may PUT the result (signed: kind, size, expiry)."""
@@ -380,14 +389,13 @@ class TaskHub:
 
     # ---- statuses -----------------------------------------------------------------------
 
-    def set_status(self, task_id: str, status: str, error_message: str | None = None) -> None:
+    def set_status(self, task: Task, status: str, error_message: str | None = None) -> None:
         """Change a task's status and wake whoever waits on it (also for the network layer)."""
-        task = self._tasks.get(task_id)
-        if task is None or task.status in TERMINAL:
+        if task.status in TERMINAL:
             return
         if status != "pending":
-            self._pending.pop(task_id, None)
-        log.debug("task %s (%s): %s -> %s %s", task_id, task.function_id, task.status, status, error_message or "")
+            self._pending.pop(task.key, None)
+        log.debug("task %s (%s): %s -> %s %s", task.task_id, task.function_id, task.status, status, error_message or "")
         task.status, task.error_message, task.changed_at = status, error_message, time.monotonic()
         task.changed.set()
         task.changed = trio.Event()
@@ -395,7 +403,7 @@ class TaskHub:
     def _new_task(self, task_id: str, task_hash: str, channel: str, function_id: str, function_type: str,
                   kwargs: dict[str, Any], backend_id: str | None) -> Task:
         task = Task(task_id, task_hash, channel, function_id, function_type, kwargs, backend_id)
-        self._tasks[task_id] = task
+        self._tasks[task.key] = task
         return task
 
     async def _wait_terminal(self, task: Task, timeout: float) -> None:
@@ -469,18 +477,18 @@ class TaskHub:
         for task in list(self._tasks.values()):
             if task.status == "pending":
                 if now - task.created > t.pickup_seconds:
-                    self.set_status(task.task_id, "error", f"no backend picked up the task within "
+                    self.set_status(task, "error", f"no backend picked up the task within "
                                     f"{t.pickup_seconds:.0f} s (task function {task.function_id})")
                 elif not self._providers(task):
-                    self.set_status(task.task_id, "error", f"the backend providing task function "
+                    self.set_status(task, "error", f"the backend providing task function "
                                     f"{task.function_id} went away before picking up the task")
             elif task.status in TERMINAL:
                 if now - task.changed_at > t.record_seconds:
-                    del self._tasks[task.task_id]
+                    del self._tasks[task.key]
             else:
                 session = self._sessions.get(task.session_id or "")
                 if session is None or not self._alive(session, now):
-                    self.set_status(task.task_id, "error", f"the backend running task function {task.function_id} "
+                    self.set_status(task, "error", f"the backend running task function {task.function_id} "
                                     f"stopped responding (no poll for over {t.backend_grace_seconds:.0f} s) "
                                     f"while the task was {task.status}")
         for sid, session in list(self._sessions.items()):
