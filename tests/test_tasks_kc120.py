@@ -4,15 +4,24 @@ its request_task/wait, our backend and our client, mixed."""
 from __future__ import annotations
 
 import json
+import signal
 import textwrap
+import time
 
 import kachery_client as kc
 from tests.support.nodeproc import client_env, running_node
-from tests.support.tasks import raw_request, raw_wait, start_backend, stop_backend, wait_for_backend
+from tests.support.tasks import (
+    poll_until,
+    raw_request,
+    raw_wait,
+    start_backend,
+    stop_backend,
+    wait_for_backend,
+)
 from tests.test_compat_kc120 import kc120_python, run120  # noqa: F401  (the venv fixture)
 
 BACKEND_120 = """
-import json, os, kachery_client as kc
+import json, os, time, kachery_client as kc
 
 def log(fid, kwargs):
     with open(os.environ["TASK_RUN_LOG"], "a") as f:
@@ -40,8 +49,13 @@ def now(q):
 def touch(path):
     open(path, "w").write("done")
 
+@kc.taskfunction("kc120.slow", type="pure-calculation")
+def slow(started):
+    open(started, "w").write("started")
+    time.sleep(600)                     # the workload: a long computation
+
 kc.run_task_backend(channels=["ch120"], task_function_ids=["kc120.ping", "kc120.add", "kc120.fail", "kc120.now",
-                                                           "kc120.touch"])
+                                                           "kc120.touch", "kc120.slow"])
 """
 
 REQUESTER_120 = """
@@ -96,7 +110,6 @@ def test_kc120_backend_and_requester_through_our_node(kc120_python, tmp_path, mo
             wait_for_backend(node, "ch120", b120, function_id="kc120.ping")
             wait_for_backend(node, "ours", ours)
 
-            # the 1.2.0 backend never reports 'running': a task is 'queued' until it ends
             obj = raw_request(node, "ch120", "kc120.add", {"a": 40, "b": 2}, "pure-calculation", 10_000)
             assert obj["status"] == "finished"
             assert raw_wait(node, "ch120", obj["taskId"], 0, "pure-calculation")["status"] == "finished"
@@ -112,6 +125,20 @@ def test_kc120_backend_and_requester_through_our_node(kc120_python, tmp_path, mo
             assert r.status == "finished" and r.result == 3
             assert kc.request_task(task_function_id="kc120.now", task_kwargs={"q": "é"}, task_function_type="query",
                                    channel="ch120").wait(30) == {"q": "é"}
+
+            # the 1.2.0 backend killed mid-task: an error within the timeout; the node keeps serving
+            slow = raw_request(node, "ch120", "kc120.slow", {"started": str(tmp_path / "started")},
+                               "pure-calculation")
+            poll_until(lambda: (tmp_path / "started").exists(), 30, "the slow task to start")
+            # the 1.2.0 backend never reports 'running': its task stays 'queued' until it ends
+            assert raw_wait(node, "ch120", slow["taskId"], 0, "pure-calculation")["status"] == "queued"
+            stop_backend(b120, signal.SIGKILL)
+            t = time.monotonic()
+            final = raw_wait(node, "ch120", slow["taskId"], 20_000, "pure-calculation")
+            assert final["status"] == "error" and "stopped responding" in final["errorMessage"], final
+            assert time.monotonic() - t < 10
+            assert kc.request_task(task_function_id="test.add", task_kwargs={"a": 2, "b": 2},
+                                   task_function_type="pure-calculation", channel="ours").wait(30) == 4
         finally:
             print(stop_backend(b120))
             print(stop_backend(ours))
