@@ -26,7 +26,7 @@ from .api import (
     store_text,
     upload,
 )
-from .errors import KacheryError, NotFoundError
+from .errors import KacheryError, NotFoundError, TaskError
 from .feeds import (
     Feed,
     Subfeed,
@@ -37,6 +37,7 @@ from .feeds import (
     load_subfeed,
     watch_for_new_messages,
 )
+from .tasks import TaskRequest, request_task, run_task_backend, taskfunction
 from .uri import FileURI, format_file_uri, parse_file_uri
 
 __version__ = "0.1.0"
@@ -48,4 +49,5 @@ __all__ = [
     "link_file", "load_bytes", "load_file", "load_json", "load_npy", "load_pkl", "load_text",
     "node_client", "parse_file_uri", "set", "store_bytes", "store_file", "store_json", "store_npy",
     "store_pkl", "store_text", "upload",
+    "TaskError", "TaskRequest", "request_task", "run_task_backend", "taskfunction",
 ]

@@ -10,6 +10,7 @@
      ├── TransferError            every source that should have it failed or timed out (EIO in the mount)
      ├── OfflineError             a feature that needs a node, asked for in offline mode
      ├── NodeUnavailableError     no node answers at the configured address
+     ├── TaskError                a requested task ended with status error (the message says why)
      └── NodeError                the node answered with an error
           └── AuthError           the node refused the client auth code (HTTP 403)
 
@@ -58,6 +59,11 @@ class OfflineError(KacheryError):
 
 class NodeUnavailableError(KacheryError):
     """Nothing answers at the node's address."""
+
+
+class TaskError(KacheryError):
+    """A requested task ended in error: its function raised, no backend provides it, or the
+    backend went away."""
 
 
 class NodeError(KacheryError):

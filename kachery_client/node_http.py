@@ -129,6 +129,27 @@ class NodeClient:
             raise NodeError(f"{path}: expected a JSON object")
         return obj
 
+    # ---- URLs the node handed out (task results: the token is in the URL, no auth header) --
+
+    def get_url(self, url: str) -> bytes:
+        return self._plain("GET", url).content
+
+    def put_url(self, url: str, data: bytes) -> None:
+        self._plain("PUT", url, data=data, headers={"Content-Type": "application/octet-stream"})
+
+    def _plain(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            r = self._session.request(method, url, **kwargs)
+        except requests.RequestException as e:
+            raise NodeUnavailableError(f"{method} {url.split('?')[0]}: {e}") from None
+        if r.status_code == 403:
+            raise AuthError(f"{method} {url.split('?')[0]}: {_error_text(r)}")
+        if r.status_code == 404:
+            raise NotFoundError(_error_text(r))
+        if r.status_code != 200:
+            raise NodeError(f"{method} {url.split('?')[0]}: HTTP {r.status_code}: {_error_text(r)}")
+        return r
+
     # ---- files --------------------------------------------------------------------------
 
     def store_stream(self, f: IO[bytes], size: int, name: str | None = None) -> StoredBlob:

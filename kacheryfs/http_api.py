@@ -33,6 +33,10 @@ from .feed_routes import FEED_ROUTES
 from .mutables import is_private_key
 from .node import VERSION, Node
 from .peer_routes import peer_routes
+from .task_routes import JSON_HANDLERS as TASK_HANDLERS
+from .task_routes import RESULT_ROUTES as TASK_RESULT_ROUTES
+from .task_routes import request_base_url
+from .tasks import RESULT_PATH_PREFIX as TASK_RESULT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +144,7 @@ JSON_ROUTES: dict[str, Handler] = {
     "/mutable/delete": mutable_delete,
     "/createSignedFileUploadUrl": not_supported("bucket uploads through signed URLs"),
     **FEED_ROUTES,
-    **{f"/task/{name}": not_supported("tasks") for name in (
-        "registerTaskFunctions", "requestTask", "waitForTaskResult", "updateTaskStatus",
-        "createSignedTaskResultUploadUrl")},
+    **TASK_HANDLERS,
 }
 
 
@@ -163,6 +165,7 @@ def _json_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]
                 raise UsageError("request body is not JSON") from None
             if not isinstance(body, dict):
                 raise UsageError("request body must be a JSON object")
+            request_base_url.set(str(request.base_url).rstrip("/"))    # for handlers that hand out URLs
             return JSONResponse(await handler(node, body))
         except UsageError as e:
             return _error_response(400, str(e))
@@ -360,9 +363,10 @@ class ClientAuthWrapper:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             self.node.stats.requests += 1
-            # Peer requests carry node signatures instead (peer_routes.py checks them).
+            # Peer requests carry node signatures instead (peer_routes.py checks them); task
+            # result URLs carry their own token (kachery-client 1.2.0 sends no auth header there).
             if not (scope["method"] == "GET" and scope["path"] == "/probe") \
-                    and not scope["path"].startswith("/peer/"):
+                    and not scope["path"].startswith(("/peer/", TASK_RESULT_PREFIX)):
                 code = dict(scope["headers"]).get(AUTH_HEADER)
                 message = None
                 if code is None:
@@ -399,6 +403,7 @@ def make_app(node: Node, halt_event: trio.Event, extra_routes: list[Route] | Non
         Route("/stats", stats, methods=["GET"]),
         Route("/halt", halt, methods=["GET"]),
         *peer_routes(),
+        *TASK_RESULT_ROUTES,
         *(extra_routes or []),
     ]
     app = Starlette(routes=routes)

@@ -35,6 +35,8 @@ from .mutables import Mutables
 from .sources import Source, SourceError
 from .sources.bucket import BucketSource
 from .sources.peer import PeerSource
+from .task_results import TaskResultIndex
+from .tasks import TaskHub, url_secret
 
 log = logging.getLogger(__name__)
 VERSION = "kacheryfs-0.1.0"
@@ -87,6 +89,8 @@ class Node:
         self._uploads: trio.MemorySendChannel[tuple[str, str]] | None = None
         self._evict_wanted = trio.Event()
         self.feeds = FeedService(Feeds(self.storage_dir / "feeds.db", self.mutables))
+        self.tasks = TaskHub(self.store, TaskResultIndex(self.storage_dir / "kacheryfs.db"),
+                             url_secret(self.keys.seed))
         self.feed_replicator = FeedReplicator(self.feeds, [p for c in config.channels if c.can("download")
                                                            for p in self.peers[c.name]])
 
