@@ -18,7 +18,7 @@ from tests.support.tasks import (
     stop_backend,
     wait_for_backend,
 )
-from tests.test_compat_kc120 import kc120_python, run120  # noqa: F401  (the venv fixture)
+from tests.test_compat_kc120 import run120
 
 BACKEND_120 = """
 import json, os, time, kachery_client as kc
@@ -97,7 +97,7 @@ def runs(path, function_id):
             if line.startswith(function_id + " ")] if path.exists() else []
 
 
-def test_kc120_backend_and_requester_through_our_node(kc120_python, tmp_path, monkeypatch):  # noqa: F811
+def test_kc120_backend_and_requester_through_our_node(kc120_python, tmp_path, monkeypatch):
     (tmp_path / "backend120.py").write_text(textwrap.dedent(BACKEND_120))
     log120, log_ours = tmp_path / "runs120.log", tmp_path / "runs-ours.log"
     with running_node(tmp_path / "storage") as node:
