@@ -35,6 +35,7 @@ from .mutables import Mutables
 from .sources import Source, SourceError
 from .sources.bucket import BucketSource
 from .sources.peer import PeerSource
+from .task_forwarding import TaskForwarder
 from .task_results import TaskResultIndex
 from .tasks import TaskHub, url_secret
 
@@ -91,6 +92,8 @@ class Node:
         self.feeds = FeedService(Feeds(self.storage_dir / "feeds.db", self.mutables))
         self.tasks = TaskHub(self.store, TaskResultIndex(self.storage_dir / "kacheryfs.db"),
                              url_secret(self.keys.seed))
+        self.tasks.forwarder = self.task_forwarder = TaskForwarder(
+            self.tasks, {c.name: self.peers[c.name] for c in config.channels if c.can("download")})
         self.feed_replicator = FeedReplicator(self.feeds, [p for c in config.channels if c.can("download")
                                                            for p in self.peers[c.name]])
 
@@ -106,12 +109,14 @@ class Node:
     # ---- background services --------------------------------------------------------------
 
     async def run_services(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The fetcher, feed replication, the upload queue and the cache limit, until cancelled."""
+        """The fetcher, feed replication, task forwarding, the upload queue and the cache limit,
+        until cancelled."""
         send, receive = trio.open_memory_channel[tuple[str, str]](10_000)
         async with trio.open_nursery() as nursery:
             if self.fetcher is not None:
                 await nursery.start(self.fetcher.run)
             await nursery.start(self.feed_replicator.run)
+            await nursery.start(self.task_forwarder.run)
             self._uploads = send
             nursery.start_soon(self._upload_loop, receive)
             if self.config.cache_max_bytes:

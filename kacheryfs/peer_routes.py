@@ -2,6 +2,7 @@
 
     POST /peer/stat            {"sha1"} -> {"found", "size", "manifestSha1"}   (local blobs only)
     POST /peer/feed/messages   signed feed messages, a long poll (feed_replication.py)
+    POST /peer/task/request, /peer/task/wait   tasks for this node's backends (task_forwarding.py)
     GET  /peer/blob/<sha1>     the blob's bytes; `Range: bytes=a-b` -> 206 with those bytes
     POST /peer/<feature path>  JSON endpoints that feature modules (feeds, tasks) add to
                                PEER_JSON_ROUTES as `async handler(node, channel, peer_id, body)`
@@ -31,6 +32,7 @@ from kachery_client.uri import check_sha1
 from .feed_replication import serve_feed_messages
 from .node import Node
 from .peer_auth import check_request
+from .task_forwarding import serve_task_request, serve_task_wait
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,19 @@ async def feed_messages(node: Node, channel: str, peer: str, body: dict[str, Any
     return await serve_feed_messages(node.feeds, body)
 
 
+async def task_request(node: Node, channel: str, peer: str, body: dict[str, Any]) -> dict[str, Any]:
+    return await serve_task_request(node.tasks, channel, body)
+
+
+async def task_wait(node: Node, channel: str, peer: str, body: dict[str, Any]) -> dict[str, Any]:
+    return await serve_task_wait(node.tasks, channel, body)
+
+
 PEER_JSON_ROUTES: dict[str, PeerHandler] = {
     "/peer/stat": stat,
     "/peer/feed/messages": feed_messages,
+    "/peer/task/request": task_request,
+    "/peer/task/wait": task_wait,
 }
 
 

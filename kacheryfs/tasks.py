@@ -25,13 +25,12 @@ A backend session is one backend process (our client sends an extension field
 holds tasks its polls are answered after at most `heartbeat_seconds`, so a backend killed mid-task
 is noticed within heartbeat + grace.
 
-HOOK FOR THE NETWORK LAYER: `TaskHub.route_request(task)` is the one place that decides where a
-new task goes. Today: to a live local backend session providing (channel, function id, type), or
-an immediate `error`. To route between nodes, add at the marked spot: "no local provider -> forward
-to peers of task.channel", and report back what the peer says with `set_status(task, ...)`
-and, for results, `put_result(channel, task_hash, kind, data)` (kind 'pure' stores content and
-indexes it; 'query' keeps the bytes in memory) BEFORE set_status(task, "finished"); the
-requester's long polls wake on set_status. Tasks are keyed by (channel, task id).
+Routing (`TaskHub.route_request(task)`, the one place that decides where a new task goes): to a
+live local backend session providing (channel, function id, type); else, for a channel with
+peers in the node config, to the `forwarder` (task_forwarding.py), which asks the peers, follows
+the task there and reports back with `set_status` and `put_result`; else an immediate `error`.
+Tasks that came from a peer are `local_only`, so requests never loop between nodes. The
+sweep leaves forwarded tasks to the forwarder. Tasks are keyed by (channel, task id).
 
 Known limit: two backends that send no backendSessionId (kachery-client 1.2.0) with identical
 registrations count as one session, so one of them dying mid-task while the other keeps polling
@@ -49,7 +48,7 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -74,6 +73,11 @@ RESULT_PATH_PREFIX = "/taskResults/"
 _NAME_RE = re.compile(r"^[A-Za-z0-9@_-]+(\.[A-Za-z0-9@_-]+)*$")
 
 
+class Forwarder(Protocol):
+    def accepts(self, channel: str) -> bool: ...
+    def start(self, task: Task) -> None: ...
+
+
 @dataclass(frozen=True)
 class TaskTimeouts:
     pickup_seconds: float = 10.0            # the original expired unclaimed requests after 10 s
@@ -96,6 +100,9 @@ class Task:
     created: float = field(default_factory=time.monotonic)
     changed_at: float = field(default_factory=time.monotonic)
     session_id: str | None = None           # the backend session it was delivered to
+    local_only: bool = False                # asked by a peer: never forwarded again (no loops)
+    remote: str | None = None               # forwarded to this peer, which reports its statuses
+    no_provider: bool = False               # ended because nothing here provides the function
     changed: trio.Event = field(default_factory=trio.Event)   # set (and replaced) on each change
 
     @property
@@ -172,12 +179,14 @@ class TaskHub:
         self._query_results: dict[tuple[str, str], tuple[float, bytes]] = {}
         self._result_sha1s = _Bounded(RESULT_SHA1_CACHE)    # (channel, hash) -> result blob, for GETs
         self._work: trio.Event | None = None                     # set when a task becomes pending
+        self.forwarder: Forwarder | None = None                  # routes to peers (task_forwarding.py)
         self._last_sweep = 0.0
 
     # ---- requesters ---------------------------------------------------------------------
 
     async def request(self, *, base_url: str, channel: str, function_id: str, function_type: str,
-                      kwargs: Any, backend_id: str | None = None, timeout: float = 0.0) -> dict[str, Any]:
+                      kwargs: Any, backend_id: str | None = None, timeout: float = 0.0,
+                      local_only: bool = False) -> dict[str, Any]:
         """A new request; waits up to `timeout` for it to finish (fast tasks answer in one call)."""
         check_name(channel, "channel name")
         check_name(function_id, "task function id")
@@ -192,10 +201,12 @@ class TaskHub:
             task = self._tasks.get((channel, task_hash))
             if task is None or task.status in TERMINAL:
                 task = self._new_task(task_hash, task_hash, channel, function_id, function_type, kwargs, backend_id)
+                task.local_only = local_only
                 await self.route_request(task)
         else:
             task = self._new_task(secrets.token_hex(16), task_hash, channel, function_id, function_type,
                                   kwargs, backend_id)
+            task.local_only = local_only
             await self.route_request(task)
         await self._wait_terminal(task, timeout)
         return self._response(base_url, task)
@@ -217,6 +228,9 @@ class TaskHub:
                                     "tasks when it restarts"}
         await self._wait_terminal(task, timeout)
         return self._response(base_url, task)
+
+    def find(self, channel: str, task_id: str) -> Task | None:
+        return self._tasks.get((channel, task_id))
 
     async def result_bytes(self, channel: str, task_hash: str) -> bytes:
         """The uploaded result (a query's latest, else the stored pure-calculation result)."""
@@ -245,8 +259,12 @@ class TaskHub:
             self._pending[task.key] = task
             self._wake_backends()
             return
-        # ---- NETWORK HOOK: no local backend provides it: forward to peers of task.channel here,
-        # ---- then `return` (statuses and results come back through set_status / put_result).
+        if not providers and not task.local_only and self.forwarder is not None \
+                and self.forwarder.accepts(task.channel):
+            task.remote = "peers"
+            self.forwarder.start(task)
+            return
+        task.no_provider = True
         if providers:
             registered = providers[0].functions[(task.channel, task.function_id)]
             self.set_status(task, "error", f"task function {task.function_id} is registered as "
@@ -475,6 +493,8 @@ class TaskHub:
         self._last_sweep = now
         t = self.timeouts
         for task in list(self._tasks.values()):
+            if task.remote is not None and task.status not in TERMINAL:
+                continue                        # the forwarder follows it on the peer
             if task.status == "pending":
                 if now - task.created > t.pickup_seconds:
                     self.set_status(task, "error", f"no backend picked up the task within "

@@ -1,0 +1,153 @@
+"""Tasks across nodes: a request no local backend provides goes to the peers of its channel.
+
+Requesting node (TaskForwarder, the TaskHub's `forwarder`):
+    POST /peer/task/request {"functionId", "functionType", "kwargs", "timeoutMsec"}  to each peer
+         of the channel in turn, until one has a backend for it (the others answer noProvider);
+    POST /peer/task/wait {"taskId", "taskHash", "functionType", "timeoutMsec"}       long polls on
+         that peer until the task ends, mirroring each status into the local task; a finished
+         task's result travels in the answer ("result": its JSON text) and is kept here like a
+         local result (a pure calculation's as content), so a repeated request is answered here.
+The channel is the one the request is signed for (peer_auth.py): a node that is not a member of
+the channel on the providing node is refused (403) and its requester gets that error.
+
+Providing node: the same two endpoints call TaskHub.request(local_only=True) / TaskHub.wait, so a
+task is never forwarded twice and requests cannot loop between nodes.
+
+A peer that stops answering while it holds the task ends it in error after MAX_FAILURES tries.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from kachery_client.errors import KacheryError, UsageError
+
+from .sources import SourceError, SourceRefused
+from .sources.peer import PeerSource
+from .tasks import TERMINAL, Task, TaskHub, compute_task_hash
+
+log = logging.getLogger(__name__)
+
+WAIT_MSEC = 10_000          # each long poll on the peer (below the peer client's read timeout)
+MAX_FAILURES = 3
+
+
+class TaskForwarder:
+    def __init__(self, hub: TaskHub, peers: dict[str, list[PeerSource]]):
+        self.hub = hub
+        self.peers = {channel: list(p) for channel, p in peers.items() if p}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def accepts(self, channel: str) -> bool:
+        return self._nursery is not None and channel in self.peers
+
+    def start(self, task: Task) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._forward, task)
+
+    async def _forward(self, task: Task) -> None:
+        problems: list[str] = []
+        body = {"functionId": task.function_id, "functionType": task.function_type, "kwargs": task.kwargs,
+                "timeoutMsec": 0}
+        try:
+            for peer in self.peers[task.channel]:
+                try:
+                    out = await trio.to_thread.run_sync(peer.post_json, "/peer/task/request", body,
+                                                        abandon_on_cancel=True)
+                except SourceRefused as e:
+                    problems.append(str(e))
+                    continue
+                except SourceError as e:
+                    problems.append(str(e))
+                    continue
+                if out.get("noProvider"):
+                    problems.append(f"{peer.label}: {out.get('errorMessage')}")
+                    continue
+                task.remote = peer.label
+                await self._follow(task, peer, out)
+                return
+            self.hub.set_status(task, "error", f"no backend provides task function {task.function_id} on "
+                                f"channel {task.channel}, here or on its peers ({'; '.join(problems)})")
+        except Exception as e:            # never leave a requester waiting on a crashed forwarder
+            log.exception("forwarding task %s failed", task.task_id)
+            self.hub.set_status(task, "error", f"forwarding the task failed: {e}")
+
+    async def _follow(self, task: Task, peer: PeerSource, out: dict[str, Any]) -> None:
+        failures = 0
+        while True:
+            status = out.get("status")
+            if status == "finished":
+                if task.result_kind is not None:
+                    result = out.get("result")
+                    if not isinstance(result, str):
+                        self.hub.set_status(task, "error", f"{peer.label} reported no result")
+                        return
+                    await self.hub.put_result(task.channel, task.task_hash, task.result_kind, result.encode())
+                self.hub.set_status(task, "finished")
+                return
+            if status == "error" or status not in ("pending", "queued", "running", "waiting"):
+                self.hub.set_status(task, "error", str(out.get("errorMessage") or f"{peer.label}: status {status}"))
+                return
+            if status != task.status:
+                self.hub.set_status(task, status)
+            if task.status in TERMINAL:
+                return
+            body = {"taskId": out.get("taskId"), "taskHash": task.task_hash, "functionType": task.function_type,
+                    "timeoutMsec": WAIT_MSEC}
+            try:
+                out = await trio.to_thread.run_sync(peer.post_json, "/peer/task/wait", body,
+                                                    abandon_on_cancel=True)
+                failures = 0
+            except SourceError as e:
+                failures += 1
+                if failures >= MAX_FAILURES:
+                    self.hub.set_status(task, "error", f"{peer.label} stopped answering while the task was "
+                                        f"{task.status}: {e}")
+                    return
+                await trio.sleep(0.5 * failures)
+                out = {"status": task.status, "taskId": body["taskId"]}
+
+
+# ---- the providing node's side (peer API handlers) -----------------------------------------
+
+async def _with_result(hub: TaskHub, channel: str, task_hash: str, function_type: str,
+                       out: dict[str, Any]) -> dict[str, Any]:
+    out.pop("taskResultUrl", None)          # a URL on this node means nothing to the peer
+    if out.get("status") == "finished" and function_type in ("pure-calculation", "query"):
+        try:
+            out["result"] = (await hub.result_bytes(channel, task_hash)).decode()
+        except KacheryError as e:
+            out.update(status="error", errorMessage=f"the result is gone: {e}")
+    return out
+
+
+async def serve_task_request(hub: TaskHub, channel: str, body: dict[str, Any]) -> dict[str, Any]:
+    function_id, function_type, kwargs = body.get("functionId"), body.get("functionType"), body.get("kwargs")
+    if not isinstance(function_id, str) or not isinstance(function_type, str) or not isinstance(kwargs, dict):
+        raise UsageError("functionId, functionType and kwargs (an object) are required")
+    timeout = body.get("timeoutMsec", 0)
+    timeout = min(float(timeout), WAIT_MSEC) / 1000 if isinstance(timeout, (int, float)) else 0.0
+    out = await hub.request(base_url="", channel=channel, function_id=function_id, function_type=function_type,
+                            kwargs=kwargs, timeout=timeout, local_only=True)
+    task = hub.find(channel, out.get("taskId", ""))
+    out["noProvider"] = bool(task is not None and task.no_provider)
+    return await _with_result(hub, channel, compute_task_hash(function_id, kwargs), function_type, out)
+
+
+async def serve_task_wait(hub: TaskHub, channel: str, body: dict[str, Any]) -> dict[str, Any]:
+    task_id, task_hash, function_type = body.get("taskId"), body.get("taskHash"), body.get("functionType")
+    if not isinstance(task_id, str) or not isinstance(task_hash, str) or not isinstance(function_type, str):
+        raise UsageError("taskId, taskHash and functionType are required")
+    timeout = body.get("timeoutMsec", 0)
+    timeout = min(float(timeout), WAIT_MSEC) / 1000 if isinstance(timeout, (int, float)) else 0.0
+    out = await hub.wait(base_url="", channel=channel, task_id=task_id, timeout=timeout)
+    return await _with_result(hub, channel, task_hash, function_type, out)
