@@ -1,8 +1,8 @@
-"""Task round trips through one node: request -> backend -> result, as a client sees them.
+"""Task round trips through one node, and between two nodes: request -> backend -> result.
 
     python bench/tasks.py [--count 200]
 
-Target: median < 50 ms per non-cached request (a 'query' with varying kwargs, so nothing is
+Target: median < 50 ms per non-cached request, between two nodes on loopback (a 'query' with varying kwargs, so nothing is
 served from stored results). Also: a repeated pure calculation answered from the store.
 Starts its own node on a free port with a temporary storage directory, and a backend process
 (this file with --backend) providing trivial functions.
@@ -93,16 +93,44 @@ def measure_one_node(node: NodeProc, count: int) -> None:
 
 
 def measure_two_nodes(count: int) -> None:
-    # ---- LEAD: between two nodes of a channel. Start node A (requester side) and node B (backend
-    # side) joined to CHANNEL, start the backend against B (start_backend(node_b, ...)), point the
-    # client at A (os.environ.update(client_env(node_a))) and call summary(..., round_trips(...)).
-    # Left empty until peer routing exists (TaskHub.route_request's NETWORK HOOK).
-    return
+    """The backend on node B; the client on node A, a peer of B in CHANNEL (the request crosses
+    A -> B and the result B -> A). The client runs in its own process: it is configured by its
+    environment, once."""
+    import subprocess
+
+    from tests.support.network import node_id, write_config
+    from tests.support.nodeproc import free_port
+    with tempfile.TemporaryDirectory() as d:
+        sa, sb = Path(d) / "a" / "storage", Path(d) / "b" / "storage"
+        port_b = free_port()
+        write_config(sb, channel=CHANNEL, members=[node_id(sa)])
+        write_config(sa, channel=CHANNEL, peers=[f"http://127.0.0.1:{port_b}"], members=[node_id(sb)])
+        with running_node(sb, port=port_b) as b, running_node(sa) as a:
+            proc = start_backend(b, [CHANNEL], Path(d) / "runs.log", command=[sys.executable, __file__, "--backend"])
+            try:
+                wait_for_backend(b, CHANNEL, proc)
+                subprocess.run([sys.executable, __file__, "--two-node-client", str(count)], check=True,
+                               env={**os.environ, **client_env(a)})
+            finally:
+                stop_backend(proc)
+
+
+def two_node_client(count: int) -> None:
+    round_trips(5, "bench.echo", "query", lambda i: {"i": -1 - i})          # warm up: A follows B
+    summary("query round trip, two nodes (client on A, backend on B)",
+            round_trips(count, "bench.echo", "query", lambda i: {"i": i}), "median < 50 ms")
+    summary("pure calculation, two nodes, first request (runs on B)",
+            round_trips(count, "bench.square", "pure-calculation", lambda i: {"x": i}))
+    summary("pure calculation, two nodes, repeated (from A's stored result)",
+            round_trips(count, "bench.square", "pure-calculation", lambda i: {"x": i}))
 
 
 def main() -> None:
     if "--backend" in sys.argv:
         backend()
+        return
+    if "--two-node-client" in sys.argv:
+        two_node_client(int(sys.argv[-1]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200)
