@@ -28,6 +28,7 @@ import trio
 
 from kachery_client.errors import KacheryError, UsageError
 
+from .background import BackgroundHost
 from .feed_service import FeedService, Watch
 from .feeds import check_feed_id, check_subfeed_hash
 from .sources import SourceError
@@ -47,22 +48,16 @@ class _Follower:
     started: trio.Event
 
 
-class FeedReplicator:
+class FeedReplicator(BackgroundHost):
     def __init__(self, feeds: FeedService, peers: list[PeerSource]):
+        super().__init__()
         self.feeds = feeds
         self.peers = peers
         self._followers: dict[tuple[str, str], _Follower] = {}
-        self._nursery: trio.Nursery | None = None
-
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
 
     async def interest(self, feed_id: str, subfeed_hash: str) -> None:
         """A client asks about this subfeed here: make sure the peers' messages are coming in."""
-        if not self.peers or self._nursery is None or await self.feeds.is_writeable(feed_id):
+        if not self.peers or not self.running or await self.feeds.is_writeable(feed_id):
             return
         key = (feed_id, subfeed_hash)
         follower = self._followers.get(key)
@@ -78,7 +73,7 @@ class FeedReplicator:
                         nursery.start_soon(self._pull_once, peer, feed_id, subfeed_hash, 0)
         finally:
             follower.started.set()
-        self._nursery.start_soon(self._follow, key, follower)
+        self.start_soon(self._follow, key, follower)
 
     async def _follow(self, key: tuple[str, str], follower: _Follower) -> None:
         try:

@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ from kachery_client.errors import KacheryError, UsageError
 
 from .keys import KeyPair, verify_body
 from .mutables import Mutables
+from .sqlite_db import ThreadLocalDB
 
 log = logging.getLogger(__name__)
 
@@ -136,26 +136,16 @@ class Feeds:
     def __init__(self, db_path: Path, mutables: Mutables):
         self.db_path = db_path
         self.mutables = mutables
-        self._local = threading.local()
         self._locks_guard = threading.Lock()
         self._feed_locks: dict[str, threading.RLock] = {}
         self._states: dict[str, dict[str, _SubfeedState]] = {}   # feed id -> subfeed hash -> state
         self._keys: dict[str, KeyPair] = {}
         self._signers: dict[str, Ed25519PrivateKey] = {}
-        conn = self._conn()
-        for statement in _SCHEMA:
-            conn.execute(statement)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a signed message, once returned, must never be lost and re-signed differently.
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")     # per connection: deletes cascade (defect 12)
-            self._local.conn = conn
-        return conn
+        # FULL: a signed message, once returned, must never be lost and re-signed differently.
+        # foreign_keys is per connection: deletes cascade (the original's defect 12).
+        self.db = ThreadLocalDB(db_path, synchronous="FULL", pragmas=("PRAGMA foreign_keys=ON",),
+                                schema=_SCHEMA)
+        self._conn = self.db.conn
 
     def _lock(self, feed_id: str) -> threading.RLock:
         with self._locks_guard:

@@ -40,6 +40,7 @@ from kachery_client.errors import IntegrityError, KacheryError, NotFoundError, T
 from kachery_client.store import CHUNK_SIZE, Store, parse_manifest
 from kachery_client.uri import check_sha1
 
+from .background import BackgroundHost
 from .sources import RemoteBlob, Source, SourceError, SourceRefused
 
 log = logging.getLogger(__name__)
@@ -138,23 +139,16 @@ class Transfer:
         self.done.set()
 
 
-class Fetcher:
+class Fetcher(BackgroundHost):
     def __init__(self, store: Store, sources: Sequence[Source], *, connections: int = 4,
                  partial_dir: Path | None = None, on_fetched: FetchedFn | None = None):
+        super().__init__()
         self.store = store
         self.sources = list(sources)
         self.connections = connections
         self.partial_dir = partial_dir or store.root / "partial"
         self.on_fetched = on_fetched
-        self._transfers: dict[str, Transfer] = {}
-        self._nursery: trio.Nursery | None = None
-
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Host transfers until cancelled (the node stops); partial files stay for the next run."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+        self._transfers: dict[str, Transfer] = {}     # run() hosts them; partial files outlive a stop
 
     # ---- the API the node calls ----------------------------------------------------------
 
@@ -172,10 +166,8 @@ class Fetcher:
         """The running transfer of this hash, or a new one (single flight)."""
         t = self._transfers.get(sha1)
         if t is None:
-            if self._nursery is None:
-                raise RuntimeError("Fetcher.run is not running")
             t = self._transfers[sha1] = Transfer(sha1)
-            self._nursery.start_soon(self._run_transfer, t, manifest_sha1)
+            self.start_soon(self._run_transfer, t, manifest_sha1)
         return t
 
     def transfer(self, sha1: str) -> Transfer | None:

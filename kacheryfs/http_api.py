@@ -1,6 +1,6 @@
 """HTTP adapter: the client API of PROTOCOL.md section 4 (plus our extensions) over a Node.
 
-Translation only. Errors are mapped once, in `_json_endpoint`:
+Translation only. Errors are mapped once, by http_errors.response_for:
     UsageError -> 400, AuthError -> 403, NotFoundError -> 404, other KacheryError -> 500,
     anything else -> 500 "internal error" (logged with its traceback, never sent).
 Auth (section 2) is a pure ASGI wrapper around the app: every request but GET /probe must carry
@@ -25,11 +25,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from kachery_client.errors import AuthError, KacheryError, NotFoundError, UsageError
+from kachery_client.errors import KacheryError, NotFoundError, UsageError
 from kachery_client.store import BlobWriter
 from kachery_client.uri import check_name, check_sha1
 
 from .feed_routes import FEED_ROUTES
+from .http_errors import error_response, parse_json_object, response_for
 from .mutables import is_private_key
 from .node import VERSION, Node
 from .peer_routes import peer_routes
@@ -148,36 +149,15 @@ JSON_ROUTES: dict[str, Handler] = {
 }
 
 
-def _error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"success": False, "error": message}, status_code=status)
-
-
 def _json_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         node: Node = request.app.state.node
         try:
-            raw = await request.body()
-            if len(raw) > MAX_JSON_BODY:
-                raise UsageError("request body too large")
-            try:
-                body = json.loads(raw) if raw else {}
-            except ValueError:
-                raise UsageError("request body is not JSON") from None
-            if not isinstance(body, dict):
-                raise UsageError("request body must be a JSON object")
+            body = parse_json_object(await request.body(), MAX_JSON_BODY)
             request_base_url.set(str(request.base_url).rstrip("/"))    # for handlers that hand out URLs
             return JSONResponse(await handler(node, body))
-        except UsageError as e:
-            return _error_response(400, str(e))
-        except AuthError as e:
-            return _error_response(403, str(e))
-        except NotFoundError as e:
-            return _error_response(404, str(e))
-        except KacheryError as e:
-            return _error_response(500, str(e))
-        except Exception:
-            log.exception("%s failed", request.url.path)
-            return _error_response(500, "internal error (see the node's log)")
+        except Exception as e:
+            return response_for(e, request)
     return endpoint
 
 
@@ -194,7 +174,7 @@ async def store(request: Request) -> Response:
         if name is not None:
             check_name(name)
     except UsageError as e:
-        return _error_response(400, str(e))
+        return error_response(400, str(e))
     writer: BlobWriter = await trio.to_thread.run_sync(node.store.writer)
     try:
         await _receive_into(request, writer)
@@ -202,7 +182,7 @@ async def store(request: Request) -> Response:
             raise UsageError(f"received {writer.size} bytes, Content-Length said {length}")
         blob = await trio.to_thread.run_sync(writer.commit)
     except ClientDisconnect:
-        return _error_response(400, "the client went away mid-body")
+        return error_response(400, "the client went away mid-body")
     except (UsageError, KacheryError) as e:
         return JSONResponse({"success": False, "error": str(e), "sha1": None, "manifestSha1": None})
     finally:
@@ -313,11 +293,11 @@ async def download_file_data(request: Request) -> Response:
         if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= size):
             raise UsageError(f"invalid byte range [{start}, {end}) for a file of {size} bytes")
     except ValueError:
-        return _error_response(400, "request body is not JSON")
+        return error_response(400, "request body is not JSON")
     except UsageError as e:
-        return _error_response(400, str(e))
+        return error_response(400, str(e))
     except NotFoundError as e:
-        return _error_response(404, str(e))
+        return error_response(404, str(e))
 
     async def blocks() -> AsyncIterator[bytes]:
         with open(path, "rb") as f:

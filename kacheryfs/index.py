@@ -12,10 +12,10 @@ Synchronous: the node calls it from worker threads; one connection per thread.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from pathlib import Path
+
+from .sqlite_db import ThreadLocalDB
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS names (sha1 TEXT NOT NULL, name TEXT NOT NULL, "
@@ -30,20 +30,8 @@ _SCHEMA = (
 
 class NodeIndex:
     def __init__(self, db_path: Path):
-        self.db_path = db_path
-        self._local = threading.local()
-        conn = self._conn()
-        for statement in _SCHEMA:
-            conn.execute(statement)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")     # WAL: durable at checkpoints, never corrupt
-            self._local.conn = conn
-        return conn
+        self.db = ThreadLocalDB(db_path, schema=_SCHEMA)
+        self._conn = self.db.conn
 
     # ---- names ------------------------------------------------------------------------------
 

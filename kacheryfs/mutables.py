@@ -9,13 +9,13 @@ Synchronous: the node calls it from trio.to_thread. One connection per thread.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
 from kachery_client.canonical_json import canonical_json, canonical_sha1
 from kachery_client.errors import UsageError
+
+from .sqlite_db import ThreadLocalDB
 
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS mutables "
            "(sha1 TEXT PRIMARY KEY NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL) WITHOUT ROWID")
@@ -29,19 +29,9 @@ def is_private_key(key: Any) -> bool:
 class Mutables:
     def __init__(self, db_path: Path):
         self.db_path = db_path
-        self._local = threading.local()
-        with self._conn() as c:
-            c.execute(_SCHEMA)
-        db_path.chmod(0o600)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        self.db = ThreadLocalDB(db_path, schema=(_SCHEMA,))
+        self._conn = self.db.conn
+        db_path.chmod(0o600)      # feed private keys live here in original stores
 
     def get(self, key: Any) -> tuple[bool, Any]:
         _check(key, "key")

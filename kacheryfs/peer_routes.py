@@ -14,7 +14,6 @@ another node's behalf, so requests cannot loop between nodes.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -26,10 +25,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from kachery_client.errors import AuthError, KacheryError, NotFoundError, UsageError
+from kachery_client.errors import KacheryError
 from kachery_client.uri import check_sha1
 
 from .feed_replication import serve_feed_messages
+from .http_errors import error_response, parse_json_object, response_for
 from .node import Node
 from .peer_auth import check_request
 from .task_forwarding import serve_task_request, serve_task_wait
@@ -72,36 +72,16 @@ PEER_JSON_ROUTES: dict[str, PeerHandler] = {
 }
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"success": False, "error": message}, status_code=status)
-
-
 def _peer_json_endpoint(handler: PeerHandler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         node: Node = request.app.state.node
         try:
             raw = await request.body()
-            if len(raw) > MAX_BODY:
-                raise UsageError("request body too large")
             channel, peer = check_request(node.config, request.headers, "POST", request.url.path, raw)
-            try:
-                body = json.loads(raw) if raw else {}
-            except ValueError:
-                raise UsageError("request body is not JSON") from None
-            if not isinstance(body, dict):
-                raise UsageError("request body must be a JSON object")
+            body = parse_json_object(raw, MAX_BODY)
             return JSONResponse(await handler(node, channel, peer, body))
-        except AuthError as e:
-            return _error(403, str(e))
-        except UsageError as e:
-            return _error(400, str(e))
-        except NotFoundError as e:
-            return _error(404, str(e))
-        except KacheryError as e:
-            return _error(500, str(e))
-        except Exception:
-            log.exception("%s failed", request.url.path)
-            return _error(500, "internal error (see the node's log)")
+        except Exception as e:
+            return response_for(e, request)
     return endpoint
 
 
@@ -110,20 +90,18 @@ async def blob(request: Request) -> Response:
     try:
         check_request(node.config, request.headers, "GET", request.url.path)
         sha1 = check_sha1(request.path_params["sha1"])
-    except AuthError as e:
-        return _error(403, str(e))
-    except UsageError as e:
-        return _error(400, str(e))
+    except KacheryError as e:
+        return response_for(e, request)
     path = await trio.to_thread.run_sync(node.store.locate, sha1)
     if path is None:
-        return _error(404, f"sha1://{sha1} is not on this node")
+        return error_response(404, f"sha1://{sha1} is not on this node")
     size = (await trio.to_thread.run_sync(path.stat)).st_size
     start, end, status = 0, size, 200
     header = request.headers.get("range")
     if header is not None:
         m = _RANGE_RE.match(header.strip())
         if not m:
-            return _error(416, f"unsupported Range {header!r}")
+            return error_response(416, f"unsupported Range {header!r}")
         start = int(m.group(1))
         end = min(int(m.group(2)) + 1, size) if m.group(2) else size
         if start >= end:

@@ -25,6 +25,7 @@ import trio
 
 from kachery_client.errors import KacheryError, UsageError
 
+from .background import BackgroundHost
 from .sources import SourceError, SourceRefused
 from .sources.peer import PeerSource
 from .tasks import TERMINAL, Task, TaskHub, compute_task_hash
@@ -35,24 +36,17 @@ WAIT_MSEC = 10_000          # each long poll on the peer (below the peer client'
 MAX_FAILURES = 3
 
 
-class TaskForwarder:
+class TaskForwarder(BackgroundHost):
     def __init__(self, hub: TaskHub, peers: dict[str, list[PeerSource]]):
+        super().__init__()
         self.hub = hub
         self.peers = {channel: list(p) for channel, p in peers.items() if p}
-        self._nursery: trio.Nursery | None = None
-
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
 
     def accepts(self, channel: str) -> bool:
-        return self._nursery is not None and channel in self.peers
+        return self.running and channel in self.peers
 
     def start(self, task: Task) -> None:
-        assert self._nursery is not None
-        self._nursery.start_soon(self._forward, task)
+        self.start_soon(self._forward, task)
 
     async def _forward(self, task: Task) -> None:
         problems: list[str] = []
@@ -119,6 +113,13 @@ class TaskForwarder:
 
 # ---- the providing node's side (peer API handlers) -----------------------------------------
 
+def _timeout(body: dict[str, Any]) -> float:
+    """timeoutMsec, in seconds, capped at WAIT_MSEC."""
+    msec = body.get("timeoutMsec", 0)
+    ok = isinstance(msec, (int, float)) and not isinstance(msec, bool) and msec >= 0
+    return min(float(msec), WAIT_MSEC) / 1000 if ok else 0.0
+
+
 async def _with_result(hub: TaskHub, channel: str, task_hash: str, function_type: str,
                        out: dict[str, Any]) -> dict[str, Any]:
     out.pop("taskResultUrl", None)          # a URL on this node means nothing to the peer
@@ -134,10 +135,8 @@ async def serve_task_request(hub: TaskHub, channel: str, body: dict[str, Any]) -
     function_id, function_type, kwargs = body.get("functionId"), body.get("functionType"), body.get("kwargs")
     if not isinstance(function_id, str) or not isinstance(function_type, str) or not isinstance(kwargs, dict):
         raise UsageError("functionId, functionType and kwargs (an object) are required")
-    timeout = body.get("timeoutMsec", 0)
-    timeout = min(float(timeout), WAIT_MSEC) / 1000 if isinstance(timeout, (int, float)) else 0.0
     out = await hub.request(base_url="", channel=channel, function_id=function_id, function_type=function_type,
-                            kwargs=kwargs, timeout=timeout, local_only=True)
+                            kwargs=kwargs, timeout=_timeout(body), local_only=True)
     task = hub.find(channel, out.get("taskId", ""))
     out["noProvider"] = bool(task is not None and task.no_provider)
     return await _with_result(hub, channel, compute_task_hash(function_id, kwargs), function_type, out)
@@ -147,7 +146,5 @@ async def serve_task_wait(hub: TaskHub, channel: str, body: dict[str, Any]) -> d
     task_id, task_hash, function_type = body.get("taskId"), body.get("taskHash"), body.get("functionType")
     if not isinstance(task_id, str) or not isinstance(task_hash, str) or not isinstance(function_type, str):
         raise UsageError("taskId, taskHash and functionType are required")
-    timeout = body.get("timeoutMsec", 0)
-    timeout = min(float(timeout), WAIT_MSEC) / 1000 if isinstance(timeout, (int, float)) else 0.0
-    out = await hub.wait(base_url="", channel=channel, task_id=task_id, timeout=timeout)
+    out = await hub.wait(base_url="", channel=channel, task_id=task_id, timeout=_timeout(body))
     return await _with_result(hub, channel, task_hash, function_type, out)

@@ -9,27 +9,17 @@ restart. Called from worker threads (one SQLite connection per thread).
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from pathlib import Path
+
+from .sqlite_db import ThreadLocalDB
 
 
 class TaskResultIndex:
     def __init__(self, db_path: Path):
-        self.db_path = db_path
-        self._local = threading.local()
-        self._conn().execute(
+        self.db = ThreadLocalDB(db_path, schema=(
             "CREATE TABLE IF NOT EXISTS task_results (channel TEXT NOT NULL, task_hash TEXT NOT NULL, "
-            "result_sha1 TEXT NOT NULL, PRIMARY KEY (channel, task_hash)) WITHOUT ROWID")
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+            "result_sha1 TEXT NOT NULL, PRIMARY KEY (channel, task_hash)) WITHOUT ROWID",))
+        self._conn = self.db.conn
 
     def get(self, channel: str, task_hash: str) -> str | None:
         row = self._conn().execute("SELECT result_sha1 FROM task_results WHERE channel = ? AND task_hash = ?",
