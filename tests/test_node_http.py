@@ -231,6 +231,41 @@ def test_sigkill_during_store_leaves_store_consistent(tmp_path):
         assert n2.post("/store", data=b"after").json()["success"]
 
 
+@pytest.mark.parametrize("finish", [True, False], ids=["finished", "abandoned"])
+def test_sigterm_during_a_store(tmp_path, finish):
+    """SIGTERM while a /store body is arriving: the store finishes if the client completes it
+    within the drain time; else it is discarded. Either way the node exits 0 and leaves no temp file."""
+    storage = tmp_path / "s"
+    n = start_node(storage)
+    try:
+        sock = socket.create_connection(("127.0.0.1", n.port))
+        data = os.urandom(20 * 1024 * 1024)
+        sock.sendall(b"POST /store HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nKACHERY-CLIENT-AUTH-CODE: %s\r\n\r\n"
+                     % (len(data), n.auth_code().encode()))
+        sock.sendall(data[:10 << 20])
+        tmp = storage / "tmp"
+        deadline = time.monotonic() + 30
+        while not (tmp.exists() and any((tmp / f).stat().st_size > 0 for f in os.listdir(tmp))):
+            assert time.monotonic() < deadline, "the node never started writing"
+            time.sleep(0.01)
+        n.proc.send_signal(signal.SIGTERM)
+        if finish:
+            sock.sendall(data[10 << 20:])
+            answer = b""
+            while b"}" not in answer:
+                chunk = sock.recv(65536)
+                assert chunk, "the node closed the connection before answering"
+                answer += chunk
+            assert b'"success":true' in answer and hashlib.sha1(data).hexdigest().encode() in answer
+        assert n.proc.wait(timeout=30) == 0                     # drained (abandoned: after the grace time)
+        sock.close()
+    finally:
+        n.stop()
+    assert os.listdir(storage / "tmp") == []
+    sha1 = hashlib.sha1(data).hexdigest()
+    assert (storage / "sha1" / sha1[:2] / sha1[2:4] / sha1[4:6] / sha1).exists() == finish
+
+
 def test_halt_stops_the_node(tmp_path):
     n = start_node(tmp_path / "s")
     try:
