@@ -50,6 +50,10 @@ ProgressFn = Callable[[int], None]   # called with the number of bytes processed
 # One helper thread hashes the whole file while the caller hashes chunks and writes:
 # SHA-1 releases the GIL, so the two hashes run on two cores.
 _hash_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kachery-hash")
+# Large writes start their writeback early (a background fdatasync every EARLY_FLUSH bytes), so the
+# disk works while later bytes are still being hashed and the final fsync has only the tail left.
+EARLY_FLUSH = 64 * 1024 * 1024
+_flush_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kachery-flush")
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,8 @@ class BlobWriter:
         self.hasher = ContentHasher()
         self.tmp_path = store.new_temp_path()
         self._fd: int | None = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_MODE)
+        self._unflushed = 0
+        self._flush: concurrent.futures.Future[None] | None = None
 
     @property
     def size(self) -> int:
@@ -181,6 +187,19 @@ class BlobWriter:
         fd = self._fd
         assert fd is not None, "write after commit or abort"
         self.hasher.update(data, alongside=lambda view: _write_all(fd, view))
+        self._unflushed += len(data)
+        if self._unflushed >= EARLY_FLUSH and (self._flush is None or self._flush.done()):
+            self._flush = _flush_pool.submit(os.fdatasync, fd)
+            self._unflushed = 0
+
+    def _wait_flush(self) -> None:
+        """Before the descriptor is closed: no background fdatasync may still hold it."""
+        if self._flush is not None:
+            try:
+                self._flush.result()
+            except OSError:
+                pass            # the final fsync (commit) reports what matters
+            self._flush = None
 
     def commit(self) -> StoredBlob:
         assert self._fd is not None, "commit after commit or abort"
@@ -188,6 +207,7 @@ class BlobWriter:
         if self._expected is not None and sha1 != self._expected:
             self.abort()
             raise IntegrityError(f"content hashes to {sha1}, expected {self._expected}")
+        self._wait_flush()
         fd, self._fd = self._fd, None
         try:
             final = self._store.path_for(sha1)
@@ -209,6 +229,7 @@ class BlobWriter:
 
     def abort(self) -> None:
         if self._fd is not None:
+            self._wait_flush()
             os.close(self._fd)
             self._fd = None
             _unlink_quietly(self.tmp_path)
