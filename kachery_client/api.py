@@ -37,6 +37,7 @@ class _Context:
         self.config = config
         self._node: NodeClient | None = None
         self._stores: dict[Path, Store] = {}
+        self._offline_dir_checked = False
 
     def store_at(self, path: Path) -> Store:
         if path not in self._stores:
@@ -61,7 +62,7 @@ class _Context:
     def writable_local_store(self) -> Store | None:
         """The local store if this process may add to it (offline: created if missing)."""
         store = self.local_store()
-        if store is not None and self.config.offline:
+        if store is not None and self.config.offline and not self._offline_dir_checked:
             try:
                 store.root.mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -69,6 +70,7 @@ class _Context:
                                      f"{e.strerror}") from None
             if not is_writable_dir(store.root):
                 raise LocalFileError(f"the offline storage directory {store.root} is not writable")
+            self._offline_dir_checked = True        # once per process: each check is a syscall
         return store if store is not None and is_writable_dir(store.root) else None
 
     def cache_store(self) -> Store:

@@ -174,8 +174,8 @@ class BlobWriter:
         self._store = store
         self._expected = expected_sha1
         self.hasher = ContentHasher()
-        self.tmp_path = store.new_temp_path()
-        self._fd: int | None = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_MODE)
+        self.tmp_path, fd = store.create_temp()
+        self._fd: int | None = fd
         self._unflushed = 0
         self._flush: concurrent.futures.Future[None] | None = None
 
@@ -248,6 +248,7 @@ class Store:
         self.root = Path(root)
         self.sha1_dir = self.root / "sha1"
         self.tmp_dir = self.root / "tmp"
+        self._tmp_made = False
 
     # ---- paths --------------------------------------------------------------------------
 
@@ -258,8 +259,20 @@ class Store:
     def link_path_for(self, sha1: str) -> Path:
         return self.path_for(sha1).with_name(sha1 + ".link")
 
+    def create_temp(self) -> tuple[Path, int]:
+        """A new temp file under tmp/ (made again if someone removed it), open for writing."""
+        for _ in range(2):
+            path = self.new_temp_path()
+            try:
+                return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_MODE)
+            except FileNotFoundError:
+                self._tmp_made = False
+        raise LocalFileError(f"cannot create temp files in {self.tmp_dir}")
+
     def new_temp_path(self) -> Path:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        if not self._tmp_made:          # once per Store: a mkdir costs as much as the create itself
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            self._tmp_made = True
         return self.tmp_dir / f"{os.getpid()}.{secrets.token_hex(6)}.tmp"
 
     # ---- reading ------------------------------------------------------------------------
@@ -429,9 +442,8 @@ class Store:
         _unlink_quietly(final.with_name(final.name + ".link"))
 
     def _write_small_file(self, final: Path, data: bytes) -> None:
-        tmp = self.new_temp_path()
+        tmp, fd = self.create_temp()
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_MODE)
             try:
                 _write_all(fd, memoryview(data))
                 os.fsync(fd)
