@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
@@ -42,11 +42,6 @@ from .tasks import TaskHub, url_secret
 log = logging.getLogger(__name__)
 VERSION = "kacheryfs-0.1.0"
 ProgressFn = Callable[[int, int], None]
-
-
-class FetcherLike(Protocol):
-    async def ensure(self, sha1: str, manifest_sha1: str | None = None,
-                     progress: ProgressFn | None = None) -> Path: ...
 
 
 class NodeAlreadyRunning(UsageError):
@@ -200,27 +195,30 @@ class Node:
     async def ensure(self, sha1: str, manifest_sha1: str | None = None,
                      progress: ProgressFn | None = None) -> Path:
         """Path of the verified blob (or valid link target), fetched first if a fetcher can."""
-        sha1 = check_sha1(sha1)
-        path = await trio.to_thread.run_sync(self._locate_and_touch, sha1)
-        if path is not None:
-            return path
-        if self.fetcher is None:
-            raise NotFoundError(f"sha1://{sha1} is not in this node's store and it has no sources")
-        return await self.fetcher.ensure(sha1, manifest_sha1, progress)
+        found = await self._local_or_fetcher(sha1)
+        if isinstance(found, Path):
+            return found
+        return await found.ensure(sha1, manifest_sha1, progress)
 
     async def open_content(self, sha1: str) -> Path | Transfer:
         """The local blob, or the transfer bringing it (once its size is known): the mount reads
         a transfer's verified ranges before it ends."""
+        found = await self._local_or_fetcher(sha1)
+        if isinstance(found, Path):
+            return found
+        t = found.open_transfer(check_sha1(sha1))
+        await t.ready.wait()
+        t.raise_error()
+        return t.path if t.path is not None else t
+
+    async def _local_or_fetcher(self, sha1: str) -> Path | Fetcher:
         sha1 = check_sha1(sha1)
         path = await trio.to_thread.run_sync(self._locate_and_touch, sha1)
         if path is not None:
             return path
         if self.fetcher is None:
             raise NotFoundError(f"sha1://{sha1} is not in this node's store and it has no sources")
-        t = self.fetcher.open_transfer(sha1)
-        await t.ready.wait()
-        t.raise_error()
-        return t.path if t.path is not None else t
+        return self.fetcher
 
     def _locate_and_touch(self, sha1: str) -> Path | None:
         path = self.store.locate(sha1)

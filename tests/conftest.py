@@ -31,3 +31,14 @@ def kc120_python() -> str:
             subprocess.run([KC120_VENV / "bin/pip", "install", "-q", "kachery-client==1.2.0", "numpy"],
                            check=True)
     return str(py)
+
+
+@pytest.fixture
+def shared(node, monkeypatch):
+    """The client environment of a test module's `node` fixture, sharing its storage directory."""
+    from tests.support.nodeproc import client_env
+    monkeypatch.delenv("KACHERY_OFFLINE_STORAGE_DIR", raising=False)
+    monkeypatch.delenv("KACHERY_CLIENT_AUTH_CODE", raising=False)
+    for k, v in client_env(node).items():
+        monkeypatch.setenv(k, v)
+    return node

@@ -27,15 +27,6 @@ def node(tmp_path_factory):
 
 
 @pytest.fixture
-def shared(node, monkeypatch):
-    monkeypatch.delenv("KACHERY_OFFLINE_STORAGE_DIR", raising=False)
-    monkeypatch.delenv("KACHERY_CLIENT_AUTH_CODE", raising=False)
-    for k, v in client_env(node).items():
-        monkeypatch.setenv(k, v)
-    return node
-
-
-@pytest.fixture
 def remote(node, monkeypatch, tmp_path):
     """A client that cannot see the node's storage dir: its own dir, and an operator-issued code."""
     monkeypatch.delenv("KACHERY_OFFLINE_STORAGE_DIR", raising=False)

@@ -26,15 +26,6 @@ def node(tmp_path_factory):
         yield n
 
 
-@pytest.fixture
-def shared(node, monkeypatch):
-    monkeypatch.delenv("KACHERY_OFFLINE_STORAGE_DIR", raising=False)
-    monkeypatch.delenv("KACHERY_CLIENT_AUTH_CODE", raising=False)
-    for k, v in client_env(node).items():
-        monkeypatch.setenv(k, v)
-    return node
-
-
 def check_chain(feed_id, envelopes, start=0):
     previous = envelopes[0]["body"].get("previousSignature") if start else None
     for i, e in enumerate(envelopes, start):
