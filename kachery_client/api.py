@@ -111,7 +111,7 @@ def store_file(path: str | os.PathLike[str], basename: str | None = None,
     if store is not None:
         blob = store.add_file(path, progress)
         if not ctx.config.offline:
-            ctx.node().notify_added(blob.sha1, name)
+            ctx.node().notify_added(blob.sha1, name, blob.manifest_sha1)
     else:
         with open(path, "rb") as f:
             blob = ctx.node().store_stream(f, os.fstat(f.fileno()).st_size, name)
@@ -124,7 +124,7 @@ def store_bytes(data: bytes, basename: str = "file.dat") -> str:
     if store is not None:
         blob = store.add_bytes(data)
         if not ctx.config.offline:
-            ctx.node().notify_added(blob.sha1, basename)
+            ctx.node().notify_added(blob.sha1, basename, blob.manifest_sha1)
     else:
         blob = ctx.node().store_stream(io.BytesIO(data), len(data), basename)
     return _uri(blob, basename)

@@ -1,13 +1,18 @@
 """The only module that speaks HTTP to the node (PROTOCOL.md sections 1-4).
 
 Connection errors, HTTP statuses and error frames are mapped here, once, to kachery_client.errors.
-One requests.Session per NodeClient keeps connections alive between calls.
+One requests.Session per NodeClient keeps connections alive between calls. Notices of blobs a
+client added to the node's storage directory itself go in the background (_Announcer).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ from .errors import AuthError, KacheryError, NodeError, NodeUnavailableError, No
 from .store import StoredBlob
 from .uri import FileURI
 
+log = logging.getLogger(__name__)
 AUTH_HEADER = "KACHERY-CLIENT-AUTH-CODE"
 PROBE_CACHE_SECONDS = 10.0
 AUTH_CACHE_SECONDS = 60.0
@@ -44,6 +50,7 @@ class NodeClient:
             self._session.trust_env = False
         self._probe: tuple[float, ProbeInfo] | None = None
         self._auth: tuple[float, str] | None = None
+        self._announcer: _Announcer | None = None
 
     # ---- discovery and auth -------------------------------------------------------------
 
@@ -159,11 +166,17 @@ class NodeClient:
         obj = self._checked(self._request("/store", data=f, headers=headers).json(), "/store")
         return StoredBlob(obj["sha1"], size, obj.get("manifestSha1"))
 
-    def notify_added(self, sha1: str, name: str | None = None) -> None:
-        body: dict[str, Any] = {"sha1": sha1}
-        if name:
-            body["name"] = name
-        self._checked(self.post_json("/kacheryfs/added", body), "/kacheryfs/added")
+    def notify_added(self, sha1: str, name: str | None = None, manifest_sha1: str | None = None) -> None:
+        """Tell the node about a blob this process added to its storage directory. The node must
+        answer the (cached) probe now; the notice itself goes in the background, batched."""
+        self.probe()
+        if self._announcer is None:
+            self._announcer = _Announcer(NodeClient(self.config))
+        self._announcer.add({"sha1": sha1, "name": name, "manifestSha1": manifest_sha1})
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the node has been told about every blob added so far. False on timeout."""
+        return self._announcer is None or self._announcer.flush(timeout)
 
     def link_file(self, path: str, size: int, mtime: float) -> StoredBlob:
         obj = self._checked(self.post_json("/linkFile", {"localFilePath": path, "size": size, "mtime": mtime}),
@@ -200,6 +213,50 @@ class NodeClient:
         if not obj.get("success"):
             raise NodeError(f"{path} failed: {obj.get('error') or 'no reason given'}")
         return obj
+
+
+class _Announcer:
+    """Sends `/kacheryfs/added` notices from a background thread, in batches, with its own
+    NodeClient (a requests.Session is not shared between threads). A store returns once its blob
+    is durable in the storage directory, without waiting for the node's answer; what is pending
+    when the process exits is sent first (atexit, bounded by FLUSH_AT_EXIT seconds). A notice
+    the node refuses is logged: the blob itself is already in place either way."""
+
+    BATCH = 500
+    FLUSH_AT_EXIT = 10.0
+
+    def __init__(self, client: NodeClient):
+        self._client = client
+        self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._pending = 0
+        self._idle = threading.Condition()
+        threading.Thread(target=self._run, name="kachery-announce", daemon=True).start()
+        atexit.register(self.flush, self.FLUSH_AT_EXIT)
+
+    def add(self, notice: dict[str, Any]) -> None:
+        with self._idle:
+            self._pending += 1
+        self._queue.put(notice)
+
+    def flush(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._client.post_json("/kacheryfs/added", {"blobs": batch})
+            except KacheryError as e:
+                log.warning("could not tell the node about %d stored blob(s): %s", len(batch), e)
+            with self._idle:
+                self._pending -= len(batch)
+                self._idle.notify_all()
 
 
 def iter_frames(raw: IO[bytes]) -> Iterator[dict[str, Any]]:

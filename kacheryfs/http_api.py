@@ -89,12 +89,22 @@ async def link_file(node: Node, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def added(node: Node, body: dict[str, Any]) -> dict[str, Any]:
-    """Ours: a client sharing the storage dir added a blob itself."""
-    sha1 = check_sha1(field(body, "sha1", str))
-    name = field(body, "name", str, required=False)
-    if not await node.adopt(sha1, name):
-        raise NotFoundError(f"sha1://{sha1} is not in the store")
-    node.stats.blobs_stored += 1
+    """Ours: a client sharing the storage dir added blobs itself ({"blobs": [{"sha1", "name",
+    "manifestSha1"}]}, or one {"sha1", "name"}): record their names and manifests."""
+    notices = body["blobs"] if "blobs" in body else [body]
+    if not isinstance(notices, list) or not all(isinstance(n, dict) for n in notices):
+        raise UsageError("blobs must be a list of objects")
+    missing = []
+    for notice in notices:
+        sha1 = check_sha1(field(notice, "sha1", str))
+        manifest = field(notice, "manifestSha1", str, required=False)
+        if not await node.adopt(sha1, field(notice, "name", str, required=False),
+                                check_sha1(manifest) if manifest else None):
+            missing.append(sha1)
+            continue
+        node.stats.blobs_stored += 1
+    if missing:
+        raise NotFoundError(f"not in the store: {', '.join('sha1://' + m for m in missing)}")
     return {"success": True}
 
 

@@ -266,8 +266,9 @@ class Node:
         _check_stored_name(name)
         await trio.to_thread.run_sync(self.index.add_name, check_sha1(sha1), name)
 
-    async def adopt(self, sha1: str, name: str | None) -> bool:
-        """A client added this blob into our store itself: record its name. False if absent."""
+    async def adopt(self, sha1: str, name: str | None, manifest_sha1: str | None = None) -> bool:
+        """A client added this blob into our store itself: record its name (and manifest).
+        False if the blob is absent."""
         sha1 = check_sha1(sha1)
         if name is not None:
             _check_stored_name(name)
@@ -277,6 +278,8 @@ class Node:
                 return False
             if name:
                 self.index.add_name(sha1, name)
+            if manifest_sha1 and self.store.has(manifest_sha1):
+                self.index.set_manifest(sha1, manifest_sha1)
             return True
         if not await trio.to_thread.run_sync(work):
             return False

@@ -46,6 +46,7 @@ def test_shared_storage_roundtrips(shared, tmp_path):
     uri = kc.store_text("hello through the node")
     sha1 = parse_file_uri(uri).sha1
     assert (shared.storage_dir / "sha1" / sha1[:2] / sha1[2:4] / sha1[4:6] / sha1).exists()
+    assert kc.node_client().flush()                           # the notice goes in the background
     assert "file.txt" in _names(shared, sha1)                 # the node was told
     assert kc.load_text(uri) == "hello through the node"
     assert kc.load_json(kc.store_json({"a": 1})) == {"a": 1}
