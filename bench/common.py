@@ -33,10 +33,14 @@ def warm(path: Path) -> None:
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
 
 
-def timed(fn: Callable[[], object], repeat: int = 1) -> float:
-    """Best wall time of `repeat` runs, in seconds."""
+def timed(fn: Callable[[], object], repeat: int = 1, setup: Callable[[], object] | None = None) -> float:
+    """Best wall time of `repeat` runs, in seconds. `setup` (e.g. removing the previous copy) runs
+    before each, untimed, followed by a sync, so that no run pays for the last one's writeback."""
     best = float("inf")
     for _ in range(repeat):
+        if setup is not None:
+            setup()
+            os.sync()
         t = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t)
