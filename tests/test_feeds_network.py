@@ -88,3 +88,17 @@ def test_tampered_messages_never_cross(tmp_path):
         got = json.loads(client(b, "sf = kc.load_subfeed(sys.argv[1])\n"
                                    "print(json.dumps(sf.get_next_messages(wait_msec=0)))", uri))
         assert got == [{"v": 0}, {"v": 1}]
+
+
+def test_ten_thousand_messages_cross_in_seconds(tmp_path):
+    sa, sb, port_a = two_nodes(tmp_path)
+    with running_node(sa, port=port_a) as a, running_node(sb) as b:
+        uri = client(a, "sf = kc.create_feed().load_subfeed('many')\n"
+                        "for s in range(0, 10000, 500):\n"
+                        "    sf.append_messages([{'i': i} for i in range(s, s + 500)])\nprint(sf.uri)")
+        t = time.monotonic()
+        got = json.loads(client(b, "sf = kc.load_subfeed(sys.argv[1])\n"
+                                   "print(json.dumps(sf.get_next_messages(wait_msec=0)))", uri))
+        elapsed = time.monotonic() - t
+        assert got == [{"i": i} for i in range(10000)]
+        assert elapsed < 20, f"10,000 messages took {elapsed:.1f} s to cross"
