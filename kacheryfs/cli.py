@@ -118,6 +118,10 @@ def status(storage_dir: str, port: int, host: str) -> None:
     click.echo(f"Storage directory: {stats.get('storageDir', storage_dir)}")
     click.echo(f"Blobs:             {count} ({total} bytes)")
     click.echo(f"Requests served:   {stats.get('requests', 0)}")
+    for c in stats.get("channels", []):
+        bucket = f", bucket {c['bucket']}" if c.get("bucket") else ""
+        click.echo(f"Channel {c['name']}: {'/'.join(c['roles'])}; {c['peers']} peers, "
+                   f"{c['members']} members{bucket}")
     click.echo(f"Listening on:      {url}")
 
 

@@ -331,7 +331,9 @@ async def stats(request: Request) -> Response:
     return JSONResponse({"success": True, "format": "json", "stats": {
         "nodeId": node.node_id, "totalBytesSent": s.bytes_sent, "totalBytesReceived": s.bytes_received,
         "totalMessagesSent": 0, "storageDir": str(node.storage_dir), "requests": s.requests,
-        "blobsStored": s.blobs_stored}})
+        "blobsStored": s.blobs_stored,
+        "channels": [{"name": c.name, "roles": list(c.roles), "peers": len(c.peers), "members": len(c.members),
+                      "bucket": c.bucket.describe() if c.bucket else None} for c in node.config.channels]}})
 
 
 async def halt(request: Request) -> Response:

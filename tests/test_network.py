@@ -91,6 +91,9 @@ def test_store_on_a_load_on_b_through_the_peer(tmp_path):
         # Ranges and the commands work on what came over the network.
         out = run_cli("kachery-cat", text_uri, "--start", "6", "--end", "10", env=client_env(b))
         assert out.stdout == b"from"
+        status = subprocess.run([sys.executable, "-m", "kacheryfs", "status", "--storage-dir", str(sb),
+                                 "--port", str(b.port)], capture_output=True, text=True, timeout=30)
+        assert f"Channel {CHANNEL}: download/upload/serve; 1 peers, 1 members" in status.stdout, status.stdout
         # Content nobody has: a clear error naming the sources asked, quickly.
         t0 = time.monotonic()
         out = run_cli("kachery-cat", "sha1://" + "ab" * 20 + "/x", env=client_env(b))
