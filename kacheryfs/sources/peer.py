@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import requests
+import urllib3
 
 from kachery_client.uri import check_sha1
 
@@ -81,13 +82,29 @@ class PeerSource:
             if r.status_code != 206:
                 raise SourceError(f"{self.label}: ranged read answered HTTP {r.status_code}")
             got = 0
+            buf = bytearray(BLOCK)           # one buffer, filled in place: no allocation per block
+            view = memoryview(buf)
             try:
-                for block in r.iter_content(BLOCK):
-                    if got + len(block) > end - start:
-                        raise SourceError(f"{self.label} sent more bytes than asked for")
-                    sink(memoryview(block))
-                    got += len(block)
-            except requests.RequestException as e:
+                while got < end - start:
+                    n = _fill(r.raw, view[:min(BLOCK, end - start - got)])
+                    if n == 0:
+                        break
+                    sink(view[:n])
+                    got += n
+                if r.raw.read(1):
+                    raise SourceError(f"{self.label} sent more bytes than asked for")
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
                 raise SourceError(f"{self.label}: transfer broke: {e}") from None
         if got != end - start:
             raise SourceError(f"{self.label} sent {got} of {end - start} bytes")
+
+
+def _fill(raw: Any, view: memoryview) -> int:
+    """Read into `view` until it is full or the body ends; the number of bytes read."""
+    filled = 0
+    while filled < len(view):
+        n = raw.readinto(view[filled:])
+        if not n:
+            break
+        filled += n
+    return filled
