@@ -12,8 +12,9 @@ that gives up (a cancelled request) does not stop it. Transfers run in the fetch
  3. downloads chunks into <storage>/partial/<sha1>.part with `connections` workers, each chunk
     streamed, written and hashed in one pass in a thread. A chunk that hashes wrong is discarded
     and its source dropped from this transfer (it served bad bytes); a source that fails is
-    retried with backoff, then dropped. A verified chunk is fdatasync'ed, then its index is
-    appended to <sha1>.chunks: after a crash or stop the next transfer resumes from those;
+    retried with backoff, then dropped. A verified chunk is readable at once; in the background
+    it is fdatasync'ed, then its index appended to <sha1>.chunks: after a crash or stop the next
+    transfer resumes from those;
  4. hashes the whole file in order while chunks arrive, and publishes it into the store only
     if that matches too. Nothing unverified is ever served.
 
@@ -216,7 +217,7 @@ class Fetcher(BackgroundHost):
                 try:
                     async with trio.open_nursery() as nursery:
                         for _ in range(min(self.connections, max(1, len(chunks)))):
-                            nursery.start_soon(self._worker, t, sources, fd, rec)
+                            nursery.start_soon(self._worker, t, sources, fd, rec, nursery)
                         whole = await self._hash_in_order(t, fd)
                 except BaseExceptionGroup as group:
                     raise _first_error(group) from None
@@ -273,21 +274,22 @@ class Fetcher(BackgroundHost):
             raise IntegrityError(f"manifest of sha1://{sha1} says {m.size} bytes, the sources {size}")
         return [Chunk(s, e, h) for s, e, h in m.chunks]
 
-    async def _worker(self, t: Transfer, sources: list[SourceState], fd: int, record: Any) -> None:
+    async def _worker(self, t: Transfer, sources: list[SourceState], fd: int, record: Any,
+                      nursery: trio.Nursery) -> None:
         while (i := t._next_chunk()) is not None:
             try:
                 await self._fetch_chunk(t, i, sources, fd)
             finally:
                 t._in_flight.discard(i)
-            if t.chunks[i].sha1 is not None:
-                await trio.to_thread.run_sync(os.fdatasync, fd)
-                record.write(f"chunk {i}\n")
-                record.flush()
+            # Verified: readers may have it now (from the page cache); the worker moves on while
+            # the chunk is made durable and recorded for a resume.
             t.present[i] = True
             t._events[i].set()
             done = t.bytes_present
             for fn in t.progress:
                 fn(done, t.size)
+            if t.chunks[i].sha1 is not None:
+                nursery.start_soon(_record_chunk, fd, record, i)
 
     async def _fetch_chunk(self, t: Transfer, i: int, sources: list[SourceState], fd: int) -> None:
         chunk = t.chunks[i]
@@ -336,6 +338,13 @@ class Fetcher(BackgroundHost):
             await t._events[i].wait()
             await trio.to_thread.run_sync(_hash_range, h, fd, chunk.start, chunk.end)
         return h.hexdigest()
+
+
+async def _record_chunk(fd: int, record: Any, i: int) -> None:
+    """A verified chunk is listed for a resume only once its bytes are on disk."""
+    await trio.to_thread.run_sync(os.fdatasync, fd)
+    record.write(f"chunk {i}\n")
+    record.flush()
 
 
 def _download(source: Source, sha1: str, chunk: Chunk, fd: int) -> str:
