@@ -5,6 +5,7 @@ Layout under the storage directory (PROTOCOL.md section 5, the original's exactl
     sha1/aa/bb/cc/<sha1>         the blob: exact bytes, mode 0644
     sha1/aa/bb/cc/<sha1>.link    a reference to a file elsewhere (JSON, section 5.2)
     tmp/                         temp files, on the same file system so that rename is atomic
+    hash-cache/                  which blob each stored local file was (ours; hash_cache.py)
 
 Invariants:
 - A blob appears under its final name only complete and verified: bytes go to a temp file
@@ -32,9 +33,10 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import IntegrityError, LocalFileError, NotFoundError
+from .hash_cache import HashCache, stat_key
 from .uri import check_sha1, is_sha1
 
 log = logging.getLogger(__name__)
@@ -249,6 +251,7 @@ class Store:
         self.sha1_dir = self.root / "sha1"
         self.tmp_dir = self.root / "tmp"
         self._tmp_made = False
+        self._hash_cache = HashCache(self.root)
 
     # ---- paths --------------------------------------------------------------------------
 
@@ -366,15 +369,32 @@ class Store:
             return w.commit()
 
     def add_file(self, path: str | os.PathLike[str], progress: ProgressFn | None = None) -> StoredBlob:
-        """Copy a local file into the store, hashing it in the same pass."""
+        """Copy a local file into the store, hashing it in the same pass. A file stored before
+        and unchanged since (hash_cache.py) costs a stat and no read."""
         try:
             f = open(path, "rb")
         except OSError as e:
             raise LocalFileError(f"cannot read {path}: {e.strerror}") from None
         with f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            before = os.fstat(f.fileno())
+            if not stat.S_ISREG(before.st_mode):
                 raise LocalFileError(f"not a regular file: {path}")
-            return self.add_stream(f, progress)
+            abspath = os.path.abspath(path)
+            known = self._hash_cache.lookup(abspath, before)
+            if known is not None and self._is_whole(known["sha1"], before.st_size, known.get("manifestSha1")):
+                if progress:
+                    progress(before.st_size)
+                return StoredBlob(known["sha1"], before.st_size, known.get("manifestSha1"))
+            blob = self.add_stream(f, progress)
+            if stat_key(os.stat(path)) == stat_key(before) == stat_key(os.fstat(f.fileno())):
+                self._hash_cache.remember(abspath, before, blob.sha1, blob.manifest_sha1)
+            return blob
+
+    def _is_whole(self, sha1: Any, size: int, manifest_sha1: Any) -> bool:
+        """The blob (and its manifest, for a large file) is in the store at its size."""
+        if not (is_sha1(sha1) and _is_blob_of_size(self.path_for(sha1), size)):
+            return False
+        return size <= CHUNK_SIZE or (is_sha1(manifest_sha1) and self.has(manifest_sha1))
 
     def link(self, path: str | os.PathLike[str], size: int | None = None,
              mtime: float | None = None) -> StoredBlob:

@@ -164,3 +164,27 @@ def test_clean_stale_temps_keeps_live_writers(tmp_path):
         w.write(b"in progress")
         assert store.clean_stale_temps() == 0
         assert w.tmp_path.exists()
+
+
+def test_storing_an_unchanged_file_again_reads_nothing(tmp_path, monkeypatch):
+    store = Store(tmp_path / "s")
+    src = tmp_path / "data.bin"
+    src.write_bytes(os.urandom(25_000_000))                     # with a manifest
+    first = store.add_file(src)
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the file was read again")
+    with monkeypatch.context() as m:
+        m.setattr(Store, "add_stream", no_read)
+        assert store.add_file(src) == first
+    # Any write changes ctime: the cache misses and the new content is hashed.
+    data = bytearray(src.read_bytes())
+    data[0] ^= 1
+    mtime = src.stat().st_mtime_ns
+    src.write_bytes(bytes(data))
+    os.utime(src, ns=(mtime, mtime))                           # even with the old mtime restored
+    changed = store.add_file(src)
+    assert changed.sha1 == hashlib.sha1(bytes(data)).hexdigest() != first.sha1
+    # A blob that left the store (evicted, deleted) is written again, not trusted from the cache.
+    store.path_for(changed.sha1).unlink()
+    assert store.add_file(src) == changed and store.verify(changed.sha1)
