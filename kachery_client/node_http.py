@@ -118,13 +118,7 @@ class NodeClient:
             if r.status_code == 403 and attempt == 0 and "data" not in kwargs:
                 continue        # the code may have rotated: re-read it once
             break
-        if r.status_code == 403:
-            raise AuthError(f"the node refused our client auth code: {r.text.strip()}")
-        if r.status_code == 404:
-            raise NotFoundError(_error_text(r))
-        if r.status_code != 200:
-            raise NodeError(f"{path}: HTTP {r.status_code}: {_error_text(r)}")
-        return r
+        return _checked_status(r, path, "the node refused our client auth code")
 
     def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         r = self._request(path, json=body)
@@ -149,13 +143,8 @@ class NodeClient:
             r = self._session.request(method, url, **kwargs)
         except requests.RequestException as e:
             raise NodeUnavailableError(f"{method} {url.split('?')[0]}: {e}") from None
-        if r.status_code == 403:
-            raise AuthError(f"{method} {url.split('?')[0]}: {_error_text(r)}")
-        if r.status_code == 404:
-            raise NotFoundError(_error_text(r))
-        if r.status_code != 200:
-            raise NodeError(f"{method} {url.split('?')[0]}: HTTP {r.status_code}: {_error_text(r)}")
-        return r
+        what = f"{method} {url.split('?')[0]}"
+        return _checked_status(r, what, what)
 
     # ---- files --------------------------------------------------------------------------
 
@@ -288,6 +277,17 @@ def iter_frames(raw: IO[bytes]) -> Iterator[dict[str, Any]]:
         if not isinstance(frame, dict):
             raise NodeError("malformed /loadFile frame")
         yield frame
+
+
+def _checked_status(r: requests.Response, what: str, refused: str) -> requests.Response:
+    """HTTP statuses -> our errors, once: 403 AuthError, 404 NotFoundError, other non-200 NodeError."""
+    if r.status_code == 403:
+        raise AuthError(f"{refused}: {_error_text(r)}")
+    if r.status_code == 404:
+        raise NotFoundError(_error_text(r))
+    if r.status_code != 200:
+        raise NodeError(f"{what}: HTTP {r.status_code}: {_error_text(r)}")
+    return r
 
 
 def _error_text(r: requests.Response) -> str:
