@@ -76,9 +76,15 @@ class Node:
             config = load_config(config_path or self.storage_dir / CONFIG_NAME, required=config_path is not None)
         self.config = config
         self.buckets = {c.name: BucketSource(c.bucket, c.name) for c in config.channels if c.bucket}
-        self.peers = {c.name: [PeerSource(url, c.name, self.keys) for url in c.peers] for c in config.channels}
+        # The peers this node asks (for content, feeds and tasks): those of its download channels.
+        self.download_peers = {c.name: [PeerSource(url, c.name, self.keys) for url in c.peers]
+                               for c in config.channels if c.can("download")}
         self.fetcher: Fetcher | None = None
-        sources = self._download_sources()
+        sources: list[Source] = []
+        for name, peers in self.download_peers.items():
+            sources += peers
+            if name in self.buckets:
+                sources.append(self.buckets[name])
         if sources:
             self.fetcher = Fetcher(self.store, sources, connections=config.fetch_connections,
                                    on_fetched=self._fetched)
@@ -87,19 +93,9 @@ class Node:
         self.feeds = FeedService(Feeds(self.storage_dir / "feeds.db", self.mutables))
         self.tasks = TaskHub(self.store, TaskResultIndex(self.storage_dir / "kacheryfs.db"),
                              url_secret(self.keys.seed))
-        self.tasks.forwarder = self.task_forwarder = TaskForwarder(
-            self.tasks, {c.name: self.peers[c.name] for c in config.channels if c.can("download")})
-        self.feed_replicator = FeedReplicator(self.feeds, [p for c in config.channels if c.can("download")
-                                                           for p in self.peers[c.name]])
-
-    def _download_sources(self) -> list[Source]:
-        sources: list[Source] = []
-        for c in self.config.channels:
-            if c.can("download"):
-                sources += self.peers[c.name]
-                if c.name in self.buckets:
-                    sources.append(self.buckets[c.name])
-        return sources
+        self.tasks.forwarder = self.task_forwarder = TaskForwarder(self.tasks, self.download_peers)
+        self.feed_replicator = FeedReplicator(
+            self.feeds, [peer for peers in self.download_peers.values() for peer in peers])
 
     # ---- background services --------------------------------------------------------------
 
