@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.network import node_id, write_config  # noqa: E402
-from tests.support.nodeproc import NodeProc, client_env, free_port, running_node  # noqa: E402
+from tests.support.network import source_and_reader  # noqa: E402
+from tests.support.nodeproc import NodeProc, client_env, running_node  # noqa: E402
 
 
 def append_rate(count: int, batch: int) -> None:
@@ -118,10 +118,7 @@ def main() -> None:
         append_rate(args.count, args.batch)
         wakeup_latency(args.wakeups)
     with tempfile.TemporaryDirectory() as d:
-        sa, sb = Path(d) / "a" / "storage", Path(d) / "b" / "storage"
-        port_a = free_port()
-        write_config(sa, members=[node_id(sb)])
-        write_config(sb, peers=[f"http://127.0.0.1:{port_a}"], members=[node_id(sa)])
+        sa, sb, port_a = source_and_reader(Path(d))
         with running_node(sa, port=port_a) as a, running_node(sb) as b:
             propagation_latency(a, b, args.wakeups)
 

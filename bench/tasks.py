@@ -98,13 +98,10 @@ def measure_two_nodes(count: int) -> None:
     environment, once."""
     import subprocess
 
-    from tests.support.network import node_id, write_config
-    from tests.support.nodeproc import free_port
+    from tests.support.network import source_and_reader
     with tempfile.TemporaryDirectory() as d:
-        sa, sb = Path(d) / "a" / "storage", Path(d) / "b" / "storage"
-        port_b = free_port()
-        write_config(sb, channel=CHANNEL, members=[node_id(sa)])
-        write_config(sa, channel=CHANNEL, peers=[f"http://127.0.0.1:{port_b}"], members=[node_id(sb)])
+        # The backend's node is the source (B here), the client's the reader (A here).
+        sb, sa, port_b = source_and_reader(Path(d), channel=CHANNEL)
         with running_node(sb, port=port_b) as b, running_node(sa) as a:
             proc = start_backend(b, [CHANNEL], Path(d) / "runs.log", command=[sys.executable, __file__, "--backend"])
             try:

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from tests.support.network import node_id, write_config
-from tests.support.nodeproc import client_env, free_port, running_node
+from tests.support.network import source_and_reader
+from tests.support.nodeproc import client_env, running_node
 
 
 def client(node, code: str, *args: str, timeout: float = 120) -> str:
@@ -20,16 +20,8 @@ def client(node, code: str, *args: str, timeout: float = 120) -> str:
     return out.stdout.strip()
 
 
-def two_nodes(tmp_path):
-    sa, sb = tmp_path / "a" / "storage", tmp_path / "b" / "storage"
-    port_a = free_port()
-    write_config(sa, members=[node_id(sb)])
-    write_config(sb, peers=[f"http://127.0.0.1:{port_a}"], members=[node_id(sa)])
-    return sa, sb, port_a
-
-
 def test_append_on_a_read_and_wake_on_b(tmp_path):
-    sa, sb, port_a = two_nodes(tmp_path)
+    sa, sb, port_a = source_and_reader(tmp_path)
     with running_node(sa, port=port_a) as a, running_node(sb) as b:
         uri = client(a, "sf = kc.create_feed().load_subfeed('results')\n"
                         "sf.append_messages([{'n': i} for i in range(3)])\nprint(sf.uri)")
@@ -75,7 +67,7 @@ def test_append_on_a_read_and_wake_on_b(tmp_path):
 
 def test_tampered_messages_never_cross(tmp_path):
     """A message altered in A's database is not served by A, so B never sees it or what follows."""
-    sa, sb, port_a = two_nodes(tmp_path)
+    sa, sb, port_a = source_and_reader(tmp_path)
     with running_node(sa, port=port_a) as a:
         uri = client(a, "sf = kc.create_feed().load_subfeed('x')\n"
                         "sf.append_messages([{'v': i} for i in range(5)])\nprint(sf.uri)")
@@ -91,7 +83,7 @@ def test_tampered_messages_never_cross(tmp_path):
 
 
 def test_ten_thousand_messages_cross_in_seconds(tmp_path):
-    sa, sb, port_a = two_nodes(tmp_path)
+    sa, sb, port_a = source_and_reader(tmp_path)
     with running_node(sa, port=port_a) as a, running_node(sb) as b:
         uri = client(a, "sf = kc.create_feed().load_subfeed('many')\n"
                         "for s in range(0, 10000, 500):\n"

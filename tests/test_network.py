@@ -17,7 +17,7 @@ from kacheryfs.keys import load_or_create_node_keys
 from kacheryfs.peer_auth import sign_request
 from tests.support.cli import run_cli
 from tests.support.mount import mounted_node
-from tests.support.network import node_id, write_config
+from tests.support.network import node_id, source_and_reader, write_config
 from tests.support.nodeproc import client_env, free_port, running_node, start_node
 from tests.support.seaweed import running_seaweed
 
@@ -65,19 +65,8 @@ def s3(tmp_path_factory):
         yield server
 
 
-def pair(tmp_path: Path, *, bucket: dict[str, str] | None = None, b_node: dict | None = None,
-         b_members: bool = True):
-    """Storage dirs and configs for node A (the source) and node B (peer of A), same channel."""
-    sa, sb = tmp_path / "a" / "storage", tmp_path / "b" / "storage"
-    ida, idb = node_id(sa), node_id(sb)
-    port_a = free_port()
-    write_config(sa, members=[idb] if b_members else [], bucket=bucket)
-    write_config(sb, peers=[f"http://127.0.0.1:{port_a}"], members=[ida], bucket=bucket, node=b_node)
-    return sa, sb, port_a
-
-
 def test_store_on_a_load_on_b_through_the_peer(tmp_path):
-    sa, sb, port_a = pair(tmp_path)
+    sa, sb, port_a = source_and_reader(tmp_path)
     big = make_file(tmp_path / "big.bin", 45_000_000)               # 3 chunks, with a manifest
     with running_node(sa, port=port_a) as a, running_node(sb) as b:
         text_uri = client(a, "print(kc.store_text('hello from A'))")
@@ -102,7 +91,7 @@ def test_store_on_a_load_on_b_through_the_peer(tmp_path):
 
 
 def test_unauthorized_node_refused(tmp_path):
-    sa, sb, port_a = pair(tmp_path, b_members=False)                   # A does not list B
+    sa, sb, port_a = source_and_reader(tmp_path, reader_is_member=False)                   # A does not list B
     with running_node(sa, port=port_a) as a, running_node(sb) as b:
         uri = client(a, "print(kc.store_text('members only'))")
         out = run_cli("kachery-cat", uri, env=client_env(b))
@@ -133,7 +122,7 @@ def test_unauthorized_node_refused(tmp_path):
 def test_load_through_the_bucket_while_the_storing_node_is_down(tmp_path, s3):
     bucket = {"endpoint_url": s3.endpoint_url, "bucket": s3.create_bucket("kachery-down"), "prefix": "lab",
               "region": "us-east-1"}
-    sa, sb, port_a = pair(tmp_path, bucket=bucket)
+    sa, sb, port_a = source_and_reader(tmp_path, bucket=bucket)
     data = make_file(tmp_path / "data.bin", 21_000_000)
     with running_node(sa, port=port_a, env=s3.env) as a:
         uri = store_on(a, data, "--upload", CHANNEL)
@@ -187,7 +176,7 @@ def test_wrong_bucket_credentials_give_a_clear_error(tmp_path, s3):
 
 
 def test_mounted_read_on_b_of_a_file_only_a_has(tmp_path):
-    sa, sb, port_a = pair(tmp_path, b_node={"fetch_connections": 1})
+    sa, sb, port_a = source_and_reader(tmp_path, reader_node={"fetch_connections": 1})
     big = make_file(tmp_path / "big.bin", 200_000_000)                  # 10 chunks
     with running_node(sa, port=port_a) as a:
         small_uri = client(a, "print(kc.store_text('on A only'))")
@@ -283,7 +272,7 @@ def wait_for_chunks(storage: Path, sha1: str, n: int, loader: subprocess.Popen, 
 
 
 def test_cache_limit_evicts_only_what_others_hold(tmp_path):
-    sa, sb, port_a = pair(tmp_path, b_node={"cache_max_bytes": 20_000_000})
+    sa, sb, port_a = source_and_reader(tmp_path, reader_node={"cache_max_bytes": 20_000_000})
     files = [make_file(tmp_path / f"f{i}.bin", 8_000_000) for i in range(3)]
     with running_node(sa, port=port_a) as a, running_node(sb) as b:
         uris = [store_on(a, f) for f in files]

@@ -1,7 +1,10 @@
-"""Several real nodes in one channel, for network tests.
+"""Several real nodes in one channel, for network tests and benchmarks.
 
-    ids = node_ids(storage_a, storage_b)          # creates the node keys before the nodes start
-    write_config(storage_b, channel="lab", peers=[url_a], members=[ids[0]], bucket=...)
+    sa, sb, port_a = source_and_reader(tmp_path)   # B asks A (its peer); A serves B (a member)
+    with running_node(sa, port=port_a) as a, running_node(sb) as b: ...
+
+By hand: node_id(storage) makes a node's keys before it starts; write_config(storage, ...)
+writes its kacheryfs.toml.
 """
 
 from __future__ import annotations
@@ -46,3 +49,18 @@ def write_config(storage_dir: Path, *, channel: str = "testchan", peers: list[st
     path = storage_dir / "kacheryfs.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def source_and_reader(root: Path, *, channel: str = "testchan", bucket: dict[str, str] | None = None,
+                      reader_node: dict[str, Any] | None = None,
+                      reader_is_member: bool = True) -> tuple[Path, Path, int]:
+    """Storage dirs <root>/a/storage (the source, A) and <root>/b/storage (the reader, B) in one
+    channel: B lists A as its peer, A lists B as a member (unless not). A must be started on the
+    returned port."""
+    from tests.support.nodeproc import free_port
+    sa, sb = root / "a" / "storage", root / "b" / "storage"
+    port_a = free_port()
+    write_config(sa, channel=channel, members=[node_id(sb)] if reader_is_member else [], bucket=bucket)
+    write_config(sb, channel=channel, peers=[f"http://127.0.0.1:{port_a}"], members=[node_id(sa)],
+                 bucket=bucket, node=reader_node)
+    return sa, sb, port_a
