@@ -16,8 +16,7 @@ import requests
 
 from kachery_client.config import DEFAULT_PORT, DEFAULT_STORAGE_DIR
 from kachery_client.errors import KacheryError
-
-from . import __version__
+from kacheryfs import __version__
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def main() -> None:
     """Entry point: subcommands, or the mount(8) helper form when the first word is a path."""
     argv = sys.argv
     if len(argv) >= 3 and argv[1] not in commands.commands and not argv[1].startswith("-"):
-        from .mount_helper import main as helper_main
+        from kacheryfs.fuse.helper import main as helper_main
         sys.exit(helper_main(argv))
     commands(prog_name="kacheryfs")
 
@@ -70,8 +69,8 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
         log_file: str | None, log_level: str, config_path: str | None, auth_rotation_seconds: float) -> None:
     import trio
 
-    from .daemon import serve
-    from .node import Node
+    from kacheryfs.daemon import serve
+    from kacheryfs.node import Node
 
     _setup_logging(log_file, log_level)
     try:
@@ -80,7 +79,7 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
         raise click.ClickException(str(e)) from None
     extra = []
     if not no_mount:
-        from .mount import default_mountpoint, run_mount
+        from kacheryfs.fuse.mount import default_mountpoint, run_mount
         where = Path(mountpoint).expanduser() if mountpoint else default_mountpoint()
         extra.append(functools.partial(run_mount, node, where, fetch_timeout=fetch_timeout))
     try:

@@ -23,9 +23,9 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio import tcp_server as _hypercorn_tcp
 
-from .http_api import make_app
-from .node import Node
-from .peer_routes import make_peer_app
+from kacheryfs.http.app import make_app
+from kacheryfs.http.peer_routes import make_peer_app
+from kacheryfs.node import Node
 
 log = logging.getLogger(__name__)
 

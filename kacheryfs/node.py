@@ -22,22 +22,21 @@ import trio
 from kachery_client.errors import NotFoundError, UsageError
 from kachery_client.store import CHUNK_SIZE, ContentHasher, Store
 from kachery_client.uri import check_name, check_sha1
-
-from .auth import ClientAuth
-from .config import CONFIG_NAME, NodeConfig, load_config
-from .feed_replication import FeedReplicator
-from .feed_service import FeedService
-from .feeds import Feeds
-from .fetcher import Fetcher, Transfer
-from .index import NodeIndex
-from .keys import KeyPair, load_or_create_node_keys, write_private_file
-from .mutables import Mutables
-from .sources import Source, SourceError
-from .sources.bucket import BucketSource
-from .sources.peer import PeerSource
-from .task_forwarding import TaskForwarder
-from .task_results import TaskResultIndex
-from .tasks import TaskHub, url_secret
+from kacheryfs.config import CONFIG_NAME, NodeConfig, load_config
+from kacheryfs.content.fetcher import Fetcher, Transfer
+from kacheryfs.content.index import NodeIndex
+from kacheryfs.content.sources import Source, SourceError
+from kacheryfs.content.sources.bucket import BucketSource
+from kacheryfs.content.sources.peer import PeerSource
+from kacheryfs.feeds.mutables import Mutables
+from kacheryfs.feeds.replication import FeedReplicator
+from kacheryfs.feeds.service import FeedService
+from kacheryfs.feeds.store import Feeds
+from kacheryfs.security.client_auth import ClientAuth
+from kacheryfs.security.keys import KeyPair, load_or_create_node_keys, write_private_file
+from kacheryfs.tasks.forwarding import TaskForwarder
+from kacheryfs.tasks.hub import TaskHub, url_secret
+from kacheryfs.tasks.results import TaskResultIndex
 
 log = logging.getLogger(__name__)
 VERSION = "kacheryfs-0.1.0"

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import kachery_client as kc
-from kacheryfs.keys import verify, verify_body
+from kacheryfs.security.keys import verify, verify_body
 from tests.support.nodeproc import client_env, running_node
 from tests.test_compat_kc120 import run120
 

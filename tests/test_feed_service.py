@@ -6,9 +6,9 @@ import hashlib
 import trio
 import trio.testing
 
-from kacheryfs.feed_service import FeedService, Watch
-from kacheryfs.feeds import Feeds
-from kacheryfs.mutables import Mutables
+from kacheryfs.feeds.mutables import Mutables
+from kacheryfs.feeds.service import FeedService, Watch
+from kacheryfs.feeds.store import Feeds
 
 SF = hashlib.sha1(b"sf1").hexdigest()
 SF2 = hashlib.sha1(b"sf2").hexdigest()

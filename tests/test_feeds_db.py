@@ -9,9 +9,15 @@ import pytest
 
 from kachery_client.canonical_json import canonical_json
 from kachery_client.errors import KacheryError, UsageError
-from kacheryfs.feeds import FeedIntegrityError, FeedNotWriteableError, Feeds, feed_config_key, feed_name_key
-from kacheryfs.keys import KeyPair, verify, verify_body
-from kacheryfs.mutables import Mutables
+from kacheryfs.feeds.mutables import Mutables
+from kacheryfs.feeds.store import (
+    FeedIntegrityError,
+    FeedNotWriteableError,
+    Feeds,
+    feed_config_key,
+    feed_name_key,
+)
+from kacheryfs.security.keys import KeyPair, verify, verify_body
 
 SF = hashlib.sha1(b"sf1").hexdigest()
 SF2 = hashlib.sha1(b"sf2").hexdigest()

@@ -33,7 +33,7 @@ def test_append_on_a_read_and_wake_on_b(tmp_path):
         # Signed reads on B carry A's signatures, which verify with the feed id.
         signed = json.loads(client(b, "sf = kc.load_subfeed(sys.argv[1])\n"
                                       "print(json.dumps(sf.get_next_messages(wait_msec=0, signed=True)))", uri))
-        from kacheryfs.keys import verify_body
+        from kacheryfs.security.keys import verify_body
         feed_id = uri.split("/")[2]
         assert all(verify_body(feed_id, m["body"], m["signature"], accept_legacy=False) for m in signed)
 

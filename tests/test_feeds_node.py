@@ -14,7 +14,7 @@ import requests
 import kachery_client as kc
 from kachery_client.errors import NodeError, NotFoundError, OfflineError, UsageError
 from kachery_client.feeds import subfeed_hash
-from kacheryfs.keys import verify_body
+from kacheryfs.security.keys import verify_body
 from tests.support.nodeproc import client_env, running_node
 
 SF1 = hashlib.sha1(b"sf1").hexdigest()

@@ -1,6 +1,12 @@
 import base64
 
-from kacheryfs.keys import KeyPair, load_or_create_node_keys, parse_private_pem, private_pem, verify_body
+from kacheryfs.security.keys import (
+    KeyPair,
+    load_or_create_node_keys,
+    parse_private_pem,
+    private_pem,
+    verify_body,
+)
 
 
 def test_sign_and_verify_body():

@@ -155,10 +155,10 @@ def test_unmount_remount_and_stale_mount_recovery(tmp_path):
 FETCHER_SCRIPT = textwrap.dedent("""
     import sys, time, trio
     from pathlib import Path
-    from kacheryfs.fetcher import Fetcher
+    from kacheryfs.content.fetcher import Fetcher
     from kacheryfs.node import Node
-    from kacheryfs.mount import run_mount
-    from kacheryfs.sources import RemoteBlob
+    from kacheryfs.fuse.mount import run_mount
+    from kacheryfs.content.sources import RemoteBlob
 
     class FakeSource:                                  # a peer with odd behaviours, by hash prefix
         kind, label = "peer", "fake peer"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from kacheryfs.keys import load_or_create_node_keys
-from kacheryfs.peer_auth import sign_request
+from kacheryfs.security.keys import load_or_create_node_keys
+from kacheryfs.security.peer_auth import sign_request
 from tests.support.cli import run_cli
 from tests.support.mount import mounted_node
 from tests.support.network import node_id, source_and_reader, write_config

@@ -9,9 +9,9 @@ import pytest
 import trio
 
 from kachery_client.errors import NotFoundError
-from kacheryfs.fuse_ops import Operations
+from kacheryfs.fuse.ops import Operations
+from kacheryfs.fuse.vfs import INCOMING_INODE, ROOT_INODE, SHA1_INODE, VFS, FsError
 from kacheryfs.node import Node
-from kacheryfs.vfs import INCOMING_INODE, ROOT_INODE, SHA1_INODE, VFS, FsError
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 
 def node_id(storage_dir: Path) -> str:
     """The node id a node on this storage directory will have (its keys are made now if absent)."""
-    from kacheryfs.keys import load_or_create_node_keys
+    from kacheryfs.security.keys import load_or_create_node_keys
     storage_dir.mkdir(parents=True, exist_ok=True)
     return load_or_create_node_keys(storage_dir).public_hex
 

@@ -20,8 +20,7 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from kachery_client.errors import IntegrityError, NotFoundError, TransferError, UsageError
-
-from .vfs import VFS, XATTR_PREFIX, Attr, Content, FsError, Incoming
+from kacheryfs.fuse.vfs import VFS, XATTR_PREFIX, Attr, Content, FsError, Incoming
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])

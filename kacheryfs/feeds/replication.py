@@ -27,12 +27,11 @@ from typing import Any
 import trio
 
 from kachery_client.errors import KacheryError, UsageError
-
-from .background import BackgroundHost
-from .feed_service import FeedService, Watch
-from .feeds import check_feed_id, check_subfeed_hash
-from .sources import SourceError
-from .sources.peer import PeerSource
+from kacheryfs.background import BackgroundHost
+from kacheryfs.content.sources import SourceError
+from kacheryfs.content.sources.peer import PeerSource
+from kacheryfs.feeds.service import FeedService, Watch
+from kacheryfs.feeds.store import check_feed_id, check_subfeed_hash
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,11 @@ from starlette.routing import Route
 
 from kachery_client.errors import KacheryError
 from kachery_client.uri import check_sha1
-
-from .feed_replication import serve_feed_messages
-from .http_errors import error_response, parse_json_object, response_for
-from .node import Node
-from .peer_auth import check_request
-from .task_forwarding import serve_task_request, serve_task_wait
+from kacheryfs.feeds.replication import serve_feed_messages
+from kacheryfs.http.errors import error_response, parse_json_object, response_for
+from kacheryfs.node import Node
+from kacheryfs.security.peer_auth import check_request
+from kacheryfs.tasks.forwarding import serve_task_request, serve_task_wait
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,9 @@ import requests
 import urllib3
 
 from kachery_client.uri import check_sha1
-
-from ..keys import KeyPair
-from ..peer_auth import sign_request
-from . import RemoteBlob, Sink, SourceError, SourceRefused
+from kacheryfs.content.sources import RemoteBlob, Sink, SourceError, SourceRefused
+from kacheryfs.security.keys import KeyPair
+from kacheryfs.security.peer_auth import sign_request
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0           # between bytes, not for the whole range

@@ -36,10 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from kachery_client.canonical_json import canonical_json
 from kachery_client.errors import KacheryError, UsageError
-
-from .keys import KeyPair, verify_body
-from .mutables import Mutables
-from .sqlite_db import ThreadLocalDB
+from kacheryfs.feeds.mutables import Mutables
+from kacheryfs.security.keys import KeyPair, verify_body
+from kacheryfs.sqlite_db import ThreadLocalDB
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from .fuse_ops import Operations
-from .node import Node
-from .vfs import VFS
+from kacheryfs.fuse.ops import Operations
+from kacheryfs.fuse.vfs import VFS
+from kacheryfs.node import Node
 
 log = logging.getLogger(__name__)
 

@@ -56,8 +56,7 @@ from kachery_client.canonical_json import canonical_sha1
 from kachery_client.errors import AuthError, NotFoundError, UsageError
 from kachery_client.store import Store
 from kachery_client.uri import check_sha1
-
-from .task_results import TaskResultIndex
+from kacheryfs.tasks.results import TaskResultIndex
 
 log = logging.getLogger(__name__)
 

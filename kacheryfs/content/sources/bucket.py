@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kachery_client.uri import check_sha1
-
-from ..config import BucketConfig
-from . import RemoteBlob, Sink, SourceError, SourceRefused
+from kacheryfs.config import BucketConfig
+from kacheryfs.content.sources import RemoteBlob, Sink, SourceError, SourceRefused
 
 log = logging.getLogger(__name__)
 BLOCK = 1 << 20

@@ -27,9 +27,8 @@ from starlette.routing import Route
 
 from kachery_client.errors import AuthError, KacheryError, NotFoundError, UsageError
 from kachery_client.uri import check_sha1
-
-from .node import Node
-from .tasks import RESULT_PATH_PREFIX, check_name
+from kacheryfs.node import Node
+from kacheryfs.tasks.hub import RESULT_PATH_PREFIX, check_name
 
 # The base URL the current JSON request reached us by; set by http_api for every JSON request.
 request_base_url: ContextVar[str] = ContextVar("request_base_url", default="http://127.0.0.1")

@@ -20,9 +20,8 @@ import time
 from collections.abc import Mapping
 
 from kachery_client.errors import AuthError
-
-from .config import NodeConfig
-from .keys import KeyPair, verify_body
+from kacheryfs.config import NodeConfig
+from kacheryfs.security.keys import KeyPair, verify_body
 
 MAX_SKEW_MS = 5 * 60 * 1000
 H_NODE, H_CHANNEL, H_TIME, H_SIGNATURE = ("x-kachery-node", "x-kachery-channel", "x-kachery-time",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .sqlite_db import ThreadLocalDB
+from kacheryfs.sqlite_db import ThreadLocalDB
 
 
 class TaskResultIndex:

@@ -28,16 +28,15 @@ from starlette.routing import Route
 from kachery_client.errors import KacheryError, NotFoundError, UsageError
 from kachery_client.store import BlobWriter
 from kachery_client.uri import check_name, check_sha1
-
-from .feed_routes import FEED_ROUTES
-from .http_errors import error_response, parse_json_object, response_for
-from .mutables import is_private_key
-from .node import VERSION, Node
-from .peer_routes import peer_routes
-from .task_routes import JSON_HANDLERS as TASK_HANDLERS
-from .task_routes import RESULT_ROUTES as TASK_RESULT_ROUTES
-from .task_routes import request_base_url
-from .tasks import RESULT_PATH_PREFIX as TASK_RESULT_PREFIX
+from kacheryfs.feeds.mutables import is_private_key
+from kacheryfs.http.errors import error_response, parse_json_object, response_for
+from kacheryfs.http.feed_routes import FEED_ROUTES
+from kacheryfs.http.peer_routes import peer_routes
+from kacheryfs.http.task_routes import JSON_HANDLERS as TASK_HANDLERS
+from kacheryfs.http.task_routes import RESULT_ROUTES as TASK_RESULT_ROUTES
+from kacheryfs.http.task_routes import request_base_url
+from kacheryfs.node import VERSION, Node
+from kacheryfs.tasks.hub import RESULT_PATH_PREFIX as TASK_RESULT_PREFIX
 
 log = logging.getLogger(__name__)
 

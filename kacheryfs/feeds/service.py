@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from .feeds import Feeds
+from kacheryfs.feeds.store import Feeds
 
 log = logging.getLogger(__name__)
 

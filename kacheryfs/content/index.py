@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .sqlite_db import ThreadLocalDB
+from kacheryfs.sqlite_db import ThreadLocalDB
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS names (sha1 TEXT NOT NULL, name TEXT NOT NULL, "

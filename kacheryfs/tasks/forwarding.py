@@ -24,11 +24,10 @@ from typing import Any
 import trio
 
 from kachery_client.errors import KacheryError, UsageError
-
-from .background import BackgroundHost
-from .sources import SourceError, SourceRefused
-from .sources.peer import PeerSource
-from .tasks import TERMINAL, Task, TaskHub, compute_task_hash
+from kacheryfs.background import BackgroundHost
+from kacheryfs.content.sources import SourceError, SourceRefused
+from kacheryfs.content.sources.peer import PeerSource
+from kacheryfs.tasks.hub import TERMINAL, Task, TaskHub, compute_task_hash
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,8 @@ import trio
 from kachery_client.errors import IntegrityError, KacheryError, NotFoundError, TransferError
 from kachery_client.store import CHUNK_SIZE, Store, parse_manifest
 from kachery_client.uri import check_sha1
-
-from .background import BackgroundHost
-from .sources import RemoteBlob, Source, SourceError, SourceRefused
+from kacheryfs.background import BackgroundHost
+from kacheryfs.content.sources import RemoteBlob, Source, SourceError, SourceRefused
 
 log = logging.getLogger(__name__)
 

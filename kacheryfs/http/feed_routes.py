@@ -10,12 +10,11 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from kachery_client.errors import UsageError
-
-from .feed_service import Watch
-from .feeds import check_feed_id, check_subfeed_hash
+from kacheryfs.feeds.service import Watch
+from kacheryfs.feeds.store import check_feed_id, check_subfeed_hash
 
 if TYPE_CHECKING:
-    from .node import Node
+    from kacheryfs.node import Node
 
 MAX_WATCHES = 1000
 

@@ -39,9 +39,8 @@ import trio
 from kachery_client.errors import KacheryError, NotFoundError, TransferError, UsageError
 from kachery_client.store import BlobWriter, StoredBlob
 from kachery_client.uri import check_name, format_file_uri, is_sha1
-
-from .fetcher import Transfer
-from .node import Node
+from kacheryfs.content.fetcher import Transfer
+from kacheryfs.node import Node
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ from typing import Any
 
 from kachery_client.canonical_json import canonical_json, canonical_sha1
 from kachery_client.errors import UsageError
-
-from .sqlite_db import ThreadLocalDB
+from kacheryfs.sqlite_db import ThreadLocalDB
 
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS mutables "
            "(sha1 TEXT PRIMARY KEY NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL) WITHOUT ROWID")

@@ -1,0 +1,10 @@
+"""Tasks: functions that backend processes register and clients request through the node.
+
+`hub` holds the task table and routes requests to a local backend or the forwarder; `results`
+keeps finished pure-calculation results (content in the store, an index in SQLite); `urls` signs
+and checks the result upload and download URLs; `forwarding` sends requests no local backend
+serves to the channel's peers and mirrors their statuses.
+
+May import: kacheryfs.security, kacheryfs.content.sources, kacheryfs.background,
+kacheryfs.sqlite_db and kachery_client's pure modules. Never an edge.
+"""
