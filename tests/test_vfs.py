@@ -53,16 +53,16 @@ def test_incoming_lifecycle(node):
 
     async def main():
         inc = await vfs.create(INCOMING_INODE, "new.txt")
-        await vfs.write(inc, 0, b"hello ")
-        await vfs.write(inc, 6, b"world")
+        await vfs.incoming_files.write(inc, 0, b"hello ")
+        await vfs.incoming_files.write(inc, 6, b"world")
         assert (await vfs.getattr(inc.entry.ino)).size == 11
         with pytest.raises(FsError) as e:
             await vfs.create(INCOMING_INODE, "new.txt")
         assert e.value.errno == errno.EEXIST
-        await vfs.release(inc)
+        await vfs.incoming_files.release(inc)
         attr = await vfs.lookup(INCOMING_INODE, "new.txt")
         assert stat.S_ISLNK(attr.mode)
-        assert vfs.symlink_target(inc) == f"../sha1/{inc.sha1}/new.txt"
+        assert inc.symlink_target() == f"../sha1/{inc.sha1}/new.txt"
         assert node.store.read_bytes(inc.sha1) == b"hello world"
         assert await node.names_for(inc.sha1) == ["new.txt"]
         with pytest.raises(FsError) as e:

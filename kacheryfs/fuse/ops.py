@@ -95,7 +95,7 @@ class Operations(pyfuse3.Operations):
     @_translate
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> pyfuse3.EntryAttributes:
         if fields.update_size:
-            await self.vfs.truncate(self.vfs.incoming(inode), attr.st_size)
+            await self.vfs.incoming_files.truncate(self.vfs.incoming(inode), attr.st_size)
         return _entry(await self.vfs.getattr(inode))   # mode and times of stored content stay as they are
 
     @_translate
@@ -103,7 +103,7 @@ class Operations(pyfuse3.Operations):
         inc = self.vfs.incoming(inode)
         if inc.sha1 is None:
             raise pyfuse3.FUSEError(errno.EINVAL)
-        return os.fsencode(self.vfs.symlink_target(inc))
+        return os.fsencode(inc.symlink_target())
 
     @_translate
     async def opendir(self, inode: int, ctx: Any) -> int:
@@ -160,7 +160,7 @@ class Operations(pyfuse3.Operations):
         inc = self._writers.get(fh)
         if inc is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        return await self.vfs.write(inc, off, buf)
+        return await self.vfs.incoming_files.write(inc, off, buf)
 
     # No flush handler: the kernel sends FLUSH on every close() of a descriptor, also of a dup
     # (a shell's `>` does open, dup2, close before writing). Content is stored on release, when
@@ -174,7 +174,7 @@ class Operations(pyfuse3.Operations):
             return
         inc = self._writers.pop(fh, None)
         if inc is not None:
-            await self.vfs.release(inc)
+            await self.vfs.incoming_files.release(inc)
 
     @_translate
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:

@@ -15,11 +15,8 @@ does not wait for all of it. Every wait is bounded by `fetch_timeout`: absent ev
 NotFoundError (ENOENT), a failing or slow source -> TransferError (EIO).
 
 Concurrency: every method runs on the trio loop. Inode numbers and Entry objects are created on
-first lookup and kept for the life of the mount. Incoming files are written by one BlobWriter
-each; bytes are batched in memory up to INGEST_BATCH and handed to a worker thread in the
-background (at most one batch in flight per file, so memory stays bounded whatever the file's
-size); store, discard and unlink first wait for that batch (`Incoming.idle`). Concurrent lookups of one missing hash share one fetch
-(the fetcher is single-flight).
+first lookup and kept for the life of the mount. Files being written into incoming/ live in
+incoming.py. Concurrent lookups of one missing hash share one fetch (the fetcher is single-flight).
 """
 
 from __future__ import annotations
@@ -30,16 +27,16 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from kachery_client.errors import KacheryError, NotFoundError, TransferError, UsageError
-from kachery_client.store import BlobWriter, StoredBlob
+from kachery_client.errors import NotFoundError, TransferError, UsageError
 from kachery_client.uri import check_name, format_file_uri, is_sha1
 from kacheryfs.content.fetcher import Transfer
+from kacheryfs.fuse.entries import IMMUTABLE_TIMEOUT, MUTABLE_TIMEOUT, Attr, Entry, FsError
+from kacheryfs.fuse.incoming import Incoming, IncomingFiles
 from kacheryfs.node import Node
 
 log = logging.getLogger(__name__)
@@ -47,60 +44,7 @@ log = logging.getLogger(__name__)
 ROOT_INODE = 1
 SHA1_INODE = 2
 INCOMING_INODE = 3
-IMMUTABLE_TIMEOUT = 24 * 3600.0      # sha1/ never changes under a name
-MUTABLE_TIMEOUT = 1.0                # root listing, incoming/
-INGEST_BATCH = 4 * 1024 * 1024
 XATTR_PREFIX = "user.kachery."
-
-
-class FsError(KacheryError):
-    """A file-system refusal with its errno (read-only content, name taken, ...)."""
-
-    def __init__(self, code: int, message: str = ""):
-        super().__init__(message or os.strerror(code))
-        self.errno = code
-
-
-@dataclass
-class Attr:
-    ino: int
-    mode: int
-    size: int = 0
-    nlink: int = 1
-    mtime_ns: int = 0
-    timeout: float = IMMUTABLE_TIMEOUT
-
-
-@dataclass
-class Entry:
-    ino: int
-    kind: str                            # "dir", "hashdir", "blob", "incoming"
-    sha1: str | None = None
-    name: str | None = None
-
-
-def _set_event() -> trio.Event:
-    event = trio.Event()
-    event.set()
-    return event
-
-
-@dataclass
-class Incoming:
-    """A file in incoming/: being written (writer set), or stored (sha1 set, then a symlink)."""
-    entry: Entry
-    writer: BlobWriter | None = None
-    pending: bytearray = field(default_factory=bytearray)
-    open_count: int = 0
-    sha1: str | None = None
-    idle: trio.Event = field(default_factory=_set_event)   # no batch in a worker thread
-    error: OSError | None = None                             # what the last batch hit
-    received: int = 0                                        # bytes accepted from the kernel
-    mtime_ns: int = field(default_factory=time.time_ns)
-
-    @property
-    def size(self) -> int:
-        return self.received
 
 
 class Content:
@@ -139,7 +83,7 @@ class VFS:
             ROOT_INODE: Entry(ROOT_INODE, "dir"), SHA1_INODE: Entry(SHA1_INODE, "dir"),
             INCOMING_INODE: Entry(INCOMING_INODE, "dir")}
         self._by_key: dict[tuple[str, ...], int] = {}
-        self._incoming: dict[str, Incoming] = {}
+        self.incoming_files = IncomingFiles(node, spawn, self._new_incoming_entry)
         self._next_ino = 16
         self._started_ns = time.time_ns()
 
@@ -150,6 +94,10 @@ class VFS:
             return self._entries[ino]
         except KeyError:
             raise NotFoundError(f"no inode {ino}") from None
+
+    def _new_incoming_entry(self, name: str) -> Entry:
+        # A new inode each time a name is created, so a stale handle never reaches a new file.
+        return self._intern(("incoming", name, str(time.time_ns())), "incoming", name=name)
 
     def _intern(self, key: tuple[str, ...], kind: str, sha1: str | None = None, name: str | None = None) -> Entry:
         ino = self._by_key.get(key)
@@ -176,7 +124,7 @@ class VFS:
             await self.content_source(sha1)             # starts a fetch if it must
             return self._dir_attr(self._intern(("hash", sha1), "hashdir", sha1).ino, IMMUTABLE_TIMEOUT)
         if parent == INCOMING_INODE:
-            inc = self._incoming.get(name)
+            inc = self.incoming_files.by_name.get(name)
             if inc is None:
                 raise NotFoundError(name)
             return self.incoming_attr(inc)
@@ -201,7 +149,7 @@ class VFS:
             return self._dir_attr(ino, IMMUTABLE_TIMEOUT)
         if e.kind == "incoming":
             assert e.name is not None
-            inc = self._incoming.get(e.name)
+            inc = self.incoming_files.by_name.get(e.name)
             if inc is None or inc.entry.ino != ino:
                 raise NotFoundError(e.name)
             return self.incoming_attr(inc)
@@ -218,7 +166,7 @@ class VFS:
 
     def incoming_attr(self, inc: Incoming) -> Attr:
         if inc.sha1 is not None:
-            target = self.symlink_target(inc)
+            target = inc.symlink_target()
             return Attr(inc.entry.ino, stat.S_IFLNK | 0o777, size=len(target), mtime_ns=inc.mtime_ns,
                         timeout=MUTABLE_TIMEOUT)
         return Attr(inc.entry.ino, stat.S_IFREG | 0o644, size=inc.size, mtime_ns=inc.mtime_ns,
@@ -249,7 +197,7 @@ class VFS:
         if ino == SHA1_INODE:
             return self._list_hashes(start)
         if ino == INCOMING_INODE:
-            items = sorted(self._incoming.items())
+            items = sorted(self.incoming_files.by_name.items())
             return ((n, self.incoming_attr(inc), i + 1) for i, (n, inc) in enumerate(items) if i >= start)
         if e.kind == "hashdir":
             assert e.sha1 is not None
@@ -268,138 +216,20 @@ class VFS:
                 entry = self._intern(("hash", sha1), "hashdir", sha1)
                 yield sha1, self._dir_attr(entry.ino, IMMUTABLE_TIMEOUT), i + 1
 
-    # ---- incoming/ ------------------------------------------------------------------------
+    # ---- incoming/: namespace checks here, the files themselves in incoming.py ---------------
 
     async def create(self, parent: int, name: str) -> Incoming:
         if parent != INCOMING_INODE:
             raise FsError(errno.EROFS, "only incoming/ is writable")
-        try:
-            check_name(name)
-        except UsageError as e:
-            raise FsError(errno.EINVAL, str(e)) from None
-        if "/" in name or name in self._incoming:
-            raise FsError(errno.EEXIST, name)
-        writer = await trio.to_thread.run_sync(self.node.store.writer)
-        entry = self._intern(("incoming", name, str(time.time_ns())), "incoming", name=name)
-        inc = Incoming(entry, writer=writer, open_count=1)
-        self._incoming[name] = inc
-        return inc
+        return await self.incoming_files.create(name)
 
     def incoming(self, ino: int) -> Incoming:
-        e = self.entry(ino)
-        inc = self._incoming.get(e.name or "") if e.kind == "incoming" else None
-        if inc is None or inc.entry.ino != ino:
-            raise NotFoundError(f"inode {ino}")
-        return inc
-
-    async def write(self, inc: Incoming, offset: int, data: bytes) -> int:
-        if inc.writer is None:
-            if self._incoming.get(inc.entry.name or "") is not inc:
-                raise FsError(errno.EIO, "this incoming file was discarded")
-            raise FsError(errno.EROFS, "already stored: content is immutable")
-        if offset != inc.size:
-            # Hashing as bytes arrive needs them in order; cp, shells and Python all write so.
-            await self._discard(inc)
-            raise FsError(errno.EIO, f"incoming/ takes sequential writes only (offset {offset}, size {inc.size})")
-        inc.pending += data
-        inc.received += len(data)
-        if len(inc.pending) >= INGEST_BATCH:
-            # Double buffering: one batch hashed and written in a thread while the next fills,
-            # so replies to the kernel do not wait for hashing. Memory: two batches per file.
-            await inc.idle.wait()
-            await self._raise_batch_error(inc)
-            batch, inc.pending = inc.pending, bytearray()
-            inc.idle = trio.Event()
-            if self._spawn is not None:
-                self._spawn(self._write_batch, inc, inc.writer, batch, inc.idle)
-            else:
-                await self._write_batch(inc, inc.writer, batch, inc.idle)
-                await self._raise_batch_error(inc)
-        inc.mtime_ns = time.time_ns()
-        return len(data)
-
-    @staticmethod
-    async def _write_batch(inc: Incoming, writer: BlobWriter, batch: bytearray, done: trio.Event) -> None:
-        try:
-            await trio.to_thread.run_sync(writer.write, batch)
-        except OSError as e:                  # e.g. ENOSPC in the storage dir
-            inc.error = e
-        finally:
-            done.set()
-
-    async def _raise_batch_error(self, inc: Incoming) -> None:
-        if inc.error is not None:
-            error = inc.error
-            await self._discard(inc)
-            raise FsError(error.errno or errno.EIO, str(error))
-
-    async def truncate(self, inc: Incoming, size: int) -> None:
-        if size == inc.size:
-            return
-        if size == 0 and inc.writer is not None and inc.received == len(inc.pending):
-            inc.pending.clear()         # open(O_TRUNC) of a file nothing was handed on from yet
-            inc.received = 0
-            return
-        raise FsError(errno.EPERM, "incoming files can only grow by appending")
-
-    async def release(self, inc: Incoming) -> None:
-        """Last handle gone: store the content if flush has not already."""
-        inc.open_count -= 1
-        if inc.open_count <= 0:
-            await self.store(inc)
-
-    async def store(self, inc: Incoming) -> None:
-        """Commit the written bytes; the entry becomes a symlink to ../sha1/<hash>/<name>."""
-        if inc.writer is None:
-            return
-        await inc.idle.wait()
-        if inc.error is not None:
-            await self._discard(inc)
-            return
-        writer, inc.writer = inc.writer, None
-        pending, inc.pending = inc.pending, bytearray()
-        if self._incoming.get(inc.entry.name or "") is not inc:
-            await trio.to_thread.run_sync(writer.abort)      # removed while open: store nothing
-            return
-
-        def commit() -> StoredBlob:
-            with writer:
-                if pending:
-                    writer.write(pending)
-                return writer.commit()
-        try:
-            blob = await trio.to_thread.run_sync(commit)
-        except BaseException:
-            self._incoming.pop(inc.entry.name or "", None)
-            raise
-        inc.sha1 = blob.sha1
-        assert inc.entry.name is not None
-        await self.node.record_stored(blob.sha1, inc.entry.name, blob.manifest_sha1)
-        log.info("stored incoming/%s as sha1://%s", inc.entry.name, inc.sha1)
-
-    async def _discard(self, inc: Incoming) -> None:
-        """A failed write: nothing of this file is stored, and its entry goes away."""
-        await inc.idle.wait()                 # never close the temp file under a worker thread
-        writer, inc.writer = inc.writer, None
-        if writer is not None:
-            await trio.to_thread.run_sync(writer.abort)
-        if self._incoming.get(inc.entry.name or "") is inc:
-            del self._incoming[inc.entry.name or ""]
-        log.warning("discarded incoming/%s after a failed write", inc.entry.name)
+        return self.incoming_files.get(self.entry(ino))
 
     async def unlink(self, parent: int, name: str) -> None:
         if parent != INCOMING_INODE:
             raise FsError(errno.EROFS, "only incoming/ entries can be removed")
-        inc = self._incoming.pop(name, None)
-        if inc is None:
-            raise NotFoundError(name)
-        if inc.writer is not None:              # removed mid-write: store nothing
-            await inc.idle.wait()
-            writer, inc.writer = inc.writer, None
-            await trio.to_thread.run_sync(writer.abort)
-
-    def symlink_target(self, inc: Incoming) -> str:
-        return f"../sha1/{inc.sha1}/{inc.entry.name}"
+        await self.incoming_files.unlink(name)
 
     # ---- extended attributes --------------------------------------------------------------
 

@@ -1,0 +1,192 @@
+"""incoming/: files being written into the mount, hashed as they arrive and stored on close.
+
+Each file is written by one BlobWriter. Bytes are batched in memory up to INGEST_BATCH and handed
+to a worker thread in the background (at most one batch in flight per file, so memory stays
+bounded whatever the file's size); store, discard and unlink first wait for that batch
+(`Incoming.idle`). Writes must be sequential: hashing as bytes arrive needs them in order.
+
+Concurrency: every method runs on the trio loop; only the BlobWriter's write/commit/abort run in
+worker threads, never two at once for one file.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from kachery_client.errors import NotFoundError, UsageError
+from kachery_client.store import BlobWriter, StoredBlob
+from kachery_client.uri import check_name
+from kacheryfs.fuse.entries import Entry, FsError
+from kacheryfs.node import Node
+
+log = logging.getLogger(__name__)
+
+INGEST_BATCH = 4 * 1024 * 1024
+
+
+def _set_event() -> trio.Event:
+    event = trio.Event()
+    event.set()
+    return event
+
+
+@dataclass
+class Incoming:
+    """A file in incoming/: being written (writer set), or stored (sha1 set, then a symlink)."""
+    entry: Entry
+    writer: BlobWriter | None = None
+    pending: bytearray = field(default_factory=bytearray)
+    open_count: int = 0
+    sha1: str | None = None
+    idle: trio.Event = field(default_factory=_set_event)   # no batch in a worker thread
+    error: OSError | None = None                             # what the last batch hit
+    received: int = 0                                        # bytes accepted from the kernel
+    mtime_ns: int = field(default_factory=time.time_ns)
+
+    @property
+    def size(self) -> int:
+        return self.received
+
+    def symlink_target(self) -> str:
+        return f"../sha1/{self.sha1}/{self.entry.name}"
+
+
+class IncomingFiles:
+    """The files of incoming/, by name. `new_entry(name)` gives each new file its inode."""
+
+    def __init__(self, node: Node, spawn: Any, new_entry: Callable[[str], Entry]):
+        self.node = node
+        self._spawn = spawn            # where background batch writes run; None: write inline
+        self._new_entry = new_entry
+        self.by_name: dict[str, Incoming] = {}
+
+    # ---- incoming/ ------------------------------------------------------------------------
+
+    async def create(self, name: str) -> Incoming:
+        try:
+            check_name(name)
+        except UsageError as e:
+            raise FsError(errno.EINVAL, str(e)) from None
+        if "/" in name or name in self.by_name:
+            raise FsError(errno.EEXIST, name)
+        writer = await trio.to_thread.run_sync(self.node.store.writer)
+        inc = Incoming(self._new_entry(name), writer=writer, open_count=1)
+        self.by_name[name] = inc
+        return inc
+
+    def get(self, entry: Entry) -> Incoming:
+        inc = self.by_name.get(entry.name or "") if entry.kind == "incoming" else None
+        if inc is None or inc.entry.ino != entry.ino:
+            raise NotFoundError(f"inode {entry.ino}")
+        return inc
+
+    async def write(self, inc: Incoming, offset: int, data: bytes) -> int:
+        if inc.writer is None:
+            if self.by_name.get(inc.entry.name or "") is not inc:
+                raise FsError(errno.EIO, "this incoming file was discarded")
+            raise FsError(errno.EROFS, "already stored: content is immutable")
+        if offset != inc.size:
+            # Hashing as bytes arrive needs them in order; cp, shells and Python all write so.
+            await self._discard(inc)
+            raise FsError(errno.EIO, f"incoming/ takes sequential writes only (offset {offset}, size {inc.size})")
+        inc.pending += data
+        inc.received += len(data)
+        if len(inc.pending) >= INGEST_BATCH:
+            # Double buffering: one batch hashed and written in a thread while the next fills,
+            # so replies to the kernel do not wait for hashing. Memory: two batches per file.
+            await inc.idle.wait()
+            await self._raise_batch_error(inc)
+            batch, inc.pending = inc.pending, bytearray()
+            inc.idle = trio.Event()
+            if self._spawn is not None:
+                self._spawn(self._write_batch, inc, inc.writer, batch, inc.idle)
+            else:
+                await self._write_batch(inc, inc.writer, batch, inc.idle)
+                await self._raise_batch_error(inc)
+        inc.mtime_ns = time.time_ns()
+        return len(data)
+
+    @staticmethod
+    async def _write_batch(inc: Incoming, writer: BlobWriter, batch: bytearray, done: trio.Event) -> None:
+        try:
+            await trio.to_thread.run_sync(writer.write, batch)
+        except OSError as e:                  # e.g. ENOSPC in the storage dir
+            inc.error = e
+        finally:
+            done.set()
+
+    async def _raise_batch_error(self, inc: Incoming) -> None:
+        if inc.error is not None:
+            error = inc.error
+            await self._discard(inc)
+            raise FsError(error.errno or errno.EIO, str(error))
+
+    async def truncate(self, inc: Incoming, size: int) -> None:
+        if size == inc.size:
+            return
+        if size == 0 and inc.writer is not None and inc.received == len(inc.pending):
+            inc.pending.clear()         # open(O_TRUNC) of a file nothing was handed on from yet
+            inc.received = 0
+            return
+        raise FsError(errno.EPERM, "incoming files can only grow by appending")
+
+    async def release(self, inc: Incoming) -> None:
+        """Last handle gone: store the content if flush has not already."""
+        inc.open_count -= 1
+        if inc.open_count <= 0:
+            await self.store(inc)
+
+    async def store(self, inc: Incoming) -> None:
+        """Commit the written bytes; the entry becomes a symlink to ../sha1/<hash>/<name>."""
+        if inc.writer is None:
+            return
+        await inc.idle.wait()
+        if inc.error is not None:
+            await self._discard(inc)
+            return
+        writer, inc.writer = inc.writer, None
+        pending, inc.pending = inc.pending, bytearray()
+        if self.by_name.get(inc.entry.name or "") is not inc:
+            await trio.to_thread.run_sync(writer.abort)      # removed while open: store nothing
+            return
+
+        def commit() -> StoredBlob:
+            with writer:
+                if pending:
+                    writer.write(pending)
+                return writer.commit()
+        try:
+            blob = await trio.to_thread.run_sync(commit)
+        except BaseException:
+            self.by_name.pop(inc.entry.name or "", None)
+            raise
+        inc.sha1 = blob.sha1
+        assert inc.entry.name is not None
+        await self.node.record_stored(blob.sha1, inc.entry.name, blob.manifest_sha1)
+        log.info("stored incoming/%s as sha1://%s", inc.entry.name, inc.sha1)
+
+    async def _discard(self, inc: Incoming) -> None:
+        """A failed write: nothing of this file is stored, and its entry goes away."""
+        await inc.idle.wait()                 # never close the temp file under a worker thread
+        writer, inc.writer = inc.writer, None
+        if writer is not None:
+            await trio.to_thread.run_sync(writer.abort)
+        if self.by_name.get(inc.entry.name or "") is inc:
+            del self.by_name[inc.entry.name or ""]
+        log.warning("discarded incoming/%s after a failed write", inc.entry.name)
+
+    async def unlink(self, name: str) -> None:
+        inc = self.by_name.pop(name, None)
+        if inc is None:
+            raise NotFoundError(name)
+        if inc.writer is not None:              # removed mid-write: store nothing
+            await inc.idle.wait()
+            writer, inc.writer = inc.writer, None
+            await trio.to_thread.run_sync(writer.abort)
