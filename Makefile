@@ -22,7 +22,7 @@ deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[node,test]'
+	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 venv: deps $(VENV)/.installed

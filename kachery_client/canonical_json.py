@@ -1,4 +1,4 @@
-"""Canonical JSON (PROTOCOL.md section 8.1): what ECMAScript JSON.stringify writes after sorting keys.
+"""Canonical JSON (docs/PROTOCOL.md section 8.1): what ECMAScript JSON.stringify writes after sorting keys.
 
 Used for signed feed message bodies, mutable key hashes and task hashes, so its bytes must
 match the original daemon's exactly:

@@ -1,4 +1,4 @@
-"""The client's environment, read once into one Config object (PROTOCOL.md section 1.1).
+"""The client's environment, read once into one Config object (docs/PROTOCOL.md section 1.1).
 
     KACHERY_OFFLINE_STORAGE_DIR   offline mode: this storage dir, and never a node
     KACHERY_STORAGE_DIR           the node's storage dir, when the client shares it

@@ -1,4 +1,4 @@
-"""Feeds: signed append-only logs kept by the node (PROTOCOL.md sections 4.6, 6.2, 8.4, 8.5).
+"""Feeds: signed append-only logs kept by the node (docs/PROTOCOL.md sections 4.6, 6.2, 8.4, 8.5).
 
     import kachery_client as kc
     f = kc.create_feed("myfeed")               # or kc.load_feed("myfeed" | "feed://<id>" | snapshot URI)
@@ -46,7 +46,7 @@ def _post(path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def subfeed_hash(subfeed_name: Any) -> str:
-    """The hash the node files a subfeed under (computed client-side, PROTOCOL.md 6.2)."""
+    """The hash the node files a subfeed under (computed client-side, docs/PROTOCOL.md 6.2)."""
     if isinstance(subfeed_name, str):
         if subfeed_name.startswith("~"):
             return subfeed_name[1:]

@@ -1,4 +1,4 @@
-"""The only module that speaks HTTP to the node (PROTOCOL.md sections 1-4).
+"""The only module that speaks HTTP to the node (docs/PROTOCOL.md sections 1-4).
 
 Connection errors, HTTP statuses and error frames are mapped here, once, to kachery_client.errors.
 One requests.Session per NodeClient keeps connections alive between calls. Notices of blobs a
@@ -249,7 +249,7 @@ class _Announcer:
 
 
 def iter_frames(raw: IO[bytes]) -> Iterator[dict[str, Any]]:
-    """Parse the /loadFile stream: <decimal byte length>#<JSON>, repeated (PROTOCOL.md 4.3)."""
+    """Parse the /loadFile stream: <decimal byte length>#<JSON>, repeated (docs/PROTOCOL.md 4.3)."""
     while True:
         header = bytearray()
         while True:

@@ -1,4 +1,4 @@
-"""Parse and format kachery URIs (PROTOCOL.md section 6). Pure: no I/O.
+"""Parse and format kachery URIs (docs/PROTOCOL.md section 6). Pure: no I/O.
 
     sha1://<40 hex>[/<name>][?manifest=<40 hex>][&chunkOf=<parent>~<start>~<end>]
     feed://<64 hex>[/<subfeed name, percent-encoded>]
@@ -134,7 +134,7 @@ def format_file_uri(sha1: str, name: str = "", *, manifest_sha1: str | None = No
     return uri
 
 
-# ---- feeds (PROTOCOL.md 6.2) -------------------------------------------------------------
+# ---- feeds (docs/PROTOCOL.md 6.2) -------------------------------------------------------------
 
 @dataclass(frozen=True)
 class FeedURI:

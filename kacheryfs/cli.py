@@ -38,12 +38,25 @@ def commands() -> None:
 
 
 def main() -> None:
-    """Entry point: subcommands, or the mount(8) helper form when the first word is a path."""
-    argv = sys.argv
-    if len(argv) >= 3 and argv[1] not in commands.commands and not argv[1].startswith("-"):
+    """Entry point: subcommands, or the mount(8) helper form `kacheryfs SOURCE MOUNTPOINT [-o OPTIONS]`."""
+    if _is_mount_helper_call(sys.argv[1:]):
         from kacheryfs.fuse.helper import main as helper_main
-        sys.exit(helper_main(argv))
+        sys.exit(helper_main(sys.argv))
     commands(prog_name="kacheryfs")
+
+
+def _is_mount_helper_call(args: list[str]) -> bool:
+    """Only the shape mount(8) produces: two existing directories, not options, then options.
+
+    Anything else goes to click, so a typo (`kacheryfs drop --help`) is an unknown command that
+    starts nothing and creates nothing, never a node on a new storage directory.
+    """
+    if len(args) < 2 or args[0] in commands.commands:
+        return False
+    source, mountpoint = args[0], args[1]
+    if source.startswith("-") or mountpoint.startswith("-"):
+        return False
+    return os.path.isdir(source) and os.path.isdir(mountpoint)
 
 
 @commands.command(help="Run the node in the foreground until SIGTERM or SIGINT.")
@@ -79,7 +92,14 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
         raise click.ClickException(str(e)) from None
     extra = []
     if not no_mount:
-        from kacheryfs.fuse.mount import default_mountpoint, run_mount
+        try:
+            from kacheryfs.fuse.mount import default_mountpoint, run_mount
+        except ImportError as e:          # pyfuse3 missing, or libfuse3.so.3 not on this machine
+            node.close()
+            raise click.ClickException(
+                f"the FUSE mount cannot start: {e}.\n"
+                "Install FUSE 3 (Debian/Ubuntu: sudo apt-get install fuse3 libfuse3-3), "
+                "or run without the mount: kacheryfs run --no-mount") from None
         where = Path(mountpoint).expanduser() if mountpoint else default_mountpoint()
         extra.append(functools.partial(run_mount, node, where, fetch_timeout=fetch_timeout))
     try:

@@ -20,7 +20,8 @@ from typing import Any
 import trio
 
 from kachery_client.errors import NotFoundError, UsageError
-from kachery_client.store import CHUNK_SIZE, ContentHasher, Store
+from kachery_client.hashing import CHUNK_SIZE, ContentHasher
+from kachery_client.store import Store
 from kachery_client.uri import check_name, check_sha1
 from kacheryfs.config import CONFIG_NAME, NodeConfig, load_config
 from kacheryfs.content.fetcher import Fetcher, Transfer
@@ -35,8 +36,9 @@ from kacheryfs.feeds.store import Feeds
 from kacheryfs.security.client_auth import ClientAuth
 from kacheryfs.security.keys import KeyPair, load_or_create_node_keys, write_private_file
 from kacheryfs.tasks.forwarding import TaskForwarder
-from kacheryfs.tasks.hub import TaskHub, url_secret
-from kacheryfs.tasks.results import TaskResultIndex
+from kacheryfs.tasks.hub import TaskHub
+from kacheryfs.tasks.results import TaskResultIndex, TaskResults
+from kacheryfs.tasks.urls import ResultUrls, url_secret
 
 log = logging.getLogger(__name__)
 VERSION = "kacheryfs-0.1.0"
@@ -90,8 +92,8 @@ class Node:
         self._uploads: trio.MemorySendChannel[tuple[str, str]] | None = None
         self._evict_wanted = trio.Event()
         self.feeds = FeedService(Feeds(self.storage_dir / "feeds.db", self.mutables))
-        self.tasks = TaskHub(self.store, TaskResultIndex(self.storage_dir / "kacheryfs.db"),
-                             url_secret(self.keys.seed))
+        self.tasks = TaskHub(TaskResults(self.store, TaskResultIndex(self.storage_dir / "kacheryfs.db")),
+                             ResultUrls(url_secret(self.keys.seed)))
         self.tasks.forwarder = self.task_forwarder = TaskForwarder(self.tasks, self.download_peers)
         self.feed_replicator = FeedReplicator(
             self.feeds, [peer for peers in self.download_peers.values() for peer in peers])

@@ -1,4 +1,4 @@
-"""Feeds through our node with the unmodified kachery-client 1.2.0 (PROTOCOL.md 13, items 21-31)."""
+"""Feeds through our node with the unmodified kachery-client 1.2.0 (docs/PROTOCOL.md 13, items 21-31)."""
 
 import hashlib
 import json

@@ -1,4 +1,4 @@
-"""A real node process, driven over raw HTTP: PROTOCOL.md section 13, items 1-20 and 34."""
+"""A real node process, driven over raw HTTP: docs/PROTOCOL.md section 13, items 1-20 and 34."""
 
 import concurrent.futures
 import hashlib

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from kachery_client.errors import IntegrityError, LocalFileError, NotFoundError
-from kachery_client.store import CHUNK_SIZE, EMPTY_SHA1, Store, parse_manifest
+from kachery_client.hashing import CHUNK_SIZE, parse_manifest
+from kachery_client.store import EMPTY_SHA1, Store
 
 
 def _random_file(path, size, seed=0):
@@ -52,7 +53,7 @@ def test_add_file_hashes_while_copying_and_builds_manifest(tmp_path):
     data = src.read_bytes()
     assert m.chunks == [(0, CHUNK_SIZE, hashlib.sha1(data[:CHUNK_SIZE]).hexdigest()),
                         (CHUNK_SIZE, len(data), hashlib.sha1(data[CHUNK_SIZE:]).hexdigest())]
-    # exact bytes of PROTOCOL.md section 7
+    # exact bytes of docs/PROTOCOL.md section 7
     assert store.path_for(blob.manifest_sha1).read_bytes().startswith(
         b'{"size":%d,"sha1":"%s","chunks":[{"start":0,"end":20000000,"sha1":"' % (len(data), sha1.encode()))
     # exactly one chunk: no manifest

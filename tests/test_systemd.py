@@ -53,6 +53,7 @@ def test_mount_dash_t_fuse_kacheryfs(tmp_path):
     if placed:
         shutil.copy(_shim(tmp_path), installed)
     storage, mnt = tmp_path / "storage", tmp_path / "mnt"
+    storage.mkdir()                                       # the helper form takes existing directories only
     mnt.mkdir()
     port = free_port()
     try:
@@ -91,6 +92,8 @@ def _lock_is_free(path: Path) -> bool:
 
 
 def test_helper_rejects_unknown_options(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "m").mkdir()
     out = subprocess.run([sys.executable, "-m", "kacheryfs", str(tmp_path / "s"), str(tmp_path / "m"), "-o", "bogus"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "unknown mount option 'bogus'" in out.stderr

@@ -7,7 +7,7 @@ that gives up (a cancelled request) does not stop it. Transfers run in the fetch
  1. asks every source for the blob's size, all at once in worker threads; keeps those that have
     it, peers before buckets, quickest answer first;
  2. plans chunks: one for a file of up to CHUNK_SIZE bytes (its hash is the file's); else the
-    chunks of its manifest (PROTOCOL.md section 7; fetched as a blob itself, and checked to be
+    chunks of its manifest (docs/PROTOCOL.md section 7; fetched as a blob itself, and checked to be
     the manifest of this hash);
  3. downloads chunks into <storage>/partial/<sha1>.part with `connections` workers, each chunk
     streamed, written and hashed in one pass in a thread. A chunk that hashes wrong is discarded
@@ -38,7 +38,8 @@ from typing import Any
 import trio
 
 from kachery_client.errors import IntegrityError, KacheryError, NotFoundError, TransferError
-from kachery_client.store import CHUNK_SIZE, Store, parse_manifest
+from kachery_client.hashing import CHUNK_SIZE, parse_manifest
+from kachery_client.store import Store
 from kachery_client.uri import check_sha1
 from kacheryfs.background import BackgroundHost
 from kacheryfs.content.sources import RemoteBlob, Source, SourceError, SourceRefused

@@ -1,4 +1,4 @@
-"""Mutables: a local JSON key/value store in <storage>/mutables.db (PROTOCOL.md section 9).
+"""Mutables: a local JSON key/value store in <storage>/mutables.db (docs/PROTOCOL.md section 9).
 
 The original schema, so that original storage directories are adopted as they are:
     mutables(sha1 TEXT PRIMARY KEY, key TEXT, value TEXT) WITHOUT ROWID

@@ -5,7 +5,7 @@ the watches of that subfeed on the trio loop once the change is committed. Repli
 that received envelopes from another node calls `await node.feeds.import_messages(...)`.
 Code running in a worker thread can wake watches itself with `notify_from_thread`.
 
-watch() follows the original's semantics (PROTOCOL.md 4.6):
+watch() follows the original's semantics (docs/PROTOCOL.md 4.6):
 1. messages at or after each watch's position -> return at once, with only those keys;
 2. otherwise waitMsec == 0 -> {};
 3. otherwise wait for a message on any watched subfeed (then 30 ms more, to batch) or the

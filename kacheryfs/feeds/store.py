@@ -1,4 +1,4 @@
-"""Feeds: signed append-only logs in <storage>/feeds.db (PROTOCOL.md sections 8.4 and 8.5).
+"""Feeds: signed append-only logs in <storage>/feeds.db (docs/PROTOCOL.md sections 8.4 and 8.5).
 
 The original schema, so that original storage directories are adopted as they are:
     feeds(feedId)                                            WITHOUT ROWID
@@ -13,7 +13,7 @@ Integrity: a subfeed read from the database for the first time is verified messa
 verified prefix is ever returned. Per subfeed the verified count and last signature are then
 kept in memory, and every append (signed here) or import (verified here) extends them.
 
-Synchronous: the node calls this from trio.to_thread (see feed_service.py for the async layer).
+Synchronous: the node calls this from trio.to_thread (see service.py for the async layer).
 One SQLite connection per thread; writes to one feed are serialised by a per-feed lock, which
 also covers the check-sign-insert sequence of each of its subfeeds.
 """
@@ -99,7 +99,7 @@ def message_text(message: Any) -> str:
 
 
 class _Verifier:
-    """Signature checks for one feed (PROTOCOL.md 8.3), with its public key parsed once."""
+    """Signature checks for one feed (docs/PROTOCOL.md 8.3), with its public key parsed once."""
 
     def __init__(self, feed_id: str):
         self.feed_id = feed_id

@@ -30,14 +30,14 @@ from kacheryfs.http.client_routes import (
 from kacheryfs.http.peer_routes import peer_routes
 from kacheryfs.http.task_routes import RESULT_ROUTES as TASK_RESULT_ROUTES
 from kacheryfs.node import Node
-from kacheryfs.tasks.hub import RESULT_PATH_PREFIX as TASK_RESULT_PREFIX
+from kacheryfs.tasks.urls import RESULT_PATH_PREFIX as TASK_RESULT_PREFIX
 
 AUTH_HEADER = b"kachery-client-auth-code"
 EXTRA_CODES_KEY = "_other_client_auth_codes"
 EXTRA_CODES_CACHE_SECONDS = 5.0
 
 class ClientAuthWrapper:
-    """Every request but GET /probe carries a valid client auth code (PROTOCOL.md section 2)."""
+    """Every request but GET /probe carries a valid client auth code (docs/PROTOCOL.md section 2)."""
 
     def __init__(self, app: Any, node: Node):
         self.app = app
@@ -66,7 +66,7 @@ class ClientAuthWrapper:
         await self.app(scope, receive, send)
 
     async def _is_extra_code(self, code: str) -> bool:
-        """Codes an operator lists in the mutable "_other_client_auth_codes" (PROTOCOL.md section 2),
+        """Codes an operator lists in the mutable "_other_client_auth_codes" (docs/PROTOCOL.md section 2),
         for clients on other machines, which cannot read the rotating client-auth file."""
         now = trio.current_time()
         if now - self._extra_read_at > EXTRA_CODES_CACHE_SECONDS:

@@ -1,4 +1,4 @@
-"""What both HTTP adapters (the client API, http_api.py, and the peer API, peer_routes.py) share:
+"""What both HTTP adapters (the client API, client_routes.py, and the peer API, peer_routes.py) share:
 reading a JSON object body, and mapping errors to statuses, once:
 
     UsageError -> 400, AuthError -> 403, NotFoundError -> 404, other KacheryError -> 500,

@@ -1,6 +1,6 @@
-"""HTTP handlers of the /feed/* endpoints (PROTOCOL.md section 4.6): validate, call node.feeds.
+"""HTTP handlers of the /feed/* endpoints (docs/PROTOCOL.md section 4.6): validate, call node.feeds.
 
-Each is an `async handler(node, body) -> dict` for http_api.JSON_ROUTES. Malformed bodies raise
+Each is an `async handler(node, body) -> dict` for client_routes.JSON_ROUTES. Malformed bodies raise
 UsageError (HTTP 400 with the message), where the original answered 500.
 """
 

@@ -1,13 +1,13 @@
-"""The peer API: what other nodes of a channel may ask this one (HTTP adapter, like http_api.py).
+"""The peer API: what other nodes of a channel may ask this one (HTTP adapter, like client_routes.py).
 
     POST /peer/stat            {"sha1"} -> {"found", "size", "manifestSha1"}   (local blobs only)
-    POST /peer/feed/messages   signed feed messages, a long poll (feed_replication.py)
-    POST /peer/task/request, /peer/task/wait   tasks for this node's backends (task_forwarding.py)
+    POST /peer/feed/messages   signed feed messages, a long poll (feeds/replication.py)
+    POST /peer/task/request, /peer/task/wait   tasks for this node's backends (tasks/forwarding.py)
     GET  /peer/blob/<sha1>     the blob's bytes; `Range: bytes=a-b` -> 206 with those bytes
     POST /peer/<feature path>  JSON endpoints that feature modules (feeds, tasks) add to
                                PEER_JSON_ROUTES as `async handler(node, channel, peer_id, body)`
 
-Every request is signed by the asking node (peer_auth.py); a node that is not a member of a
+Every request is signed by the asking node (security/peer_auth.py); a node that is not a member of a
 channel this node serves gets 403. A peer serves only what it holds: it never fetches on
 another node's behalf, so requests cannot loop between nodes.
 """

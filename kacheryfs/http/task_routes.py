@@ -1,6 +1,6 @@
-"""HTTP handlers for tasks (PROTOCOL.md section 10) over the node's TaskHub.
+"""HTTP handlers for tasks (docs/PROTOCOL.md section 10) over the node's TaskHub.
 
-JSON endpoints (in http_api.JSON_ROUTES, client-auth protected):
+JSON endpoints (in client_routes.JSON_ROUTES, client-auth protected):
     /task/registerTaskFunctions, /task/requestTask, /task/waitForTaskResult,
     /task/updateTaskStatus, /task/createSignedTaskResultUploadUrl
 Result URLs (RESULT_ROUTES; exempt from the client auth header, the URL carries its own token,
@@ -28,9 +28,10 @@ from starlette.routing import Route
 from kachery_client.errors import AuthError, KacheryError, NotFoundError, UsageError
 from kachery_client.uri import check_sha1
 from kacheryfs.node import Node
-from kacheryfs.tasks.hub import RESULT_PATH_PREFIX, check_name
+from kacheryfs.tasks.hub import check_name
+from kacheryfs.tasks.urls import RESULT_PATH_PREFIX
 
-# The base URL the current JSON request reached us by; set by http_api for every JSON request.
+# The base URL the current JSON request reached us by; set by client_routes for every JSON request.
 request_base_url: ContextVar[str] = ContextVar("request_base_url", default="http://127.0.0.1")
 MAX_RESULT_BYTES = 256 * 1024 * 1024
 DEFAULT_REQUEST_WAIT_MSEC = 1000
@@ -79,7 +80,7 @@ async def request_task(node: Node, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def wait_for_task_result(node: Node, body: dict[str, Any]) -> dict[str, Any]:
-    # taskResultUrl is ignored: the original client sends null for actions (PROTOCOL.md section 12)
+    # taskResultUrl is ignored: the original client sends null for actions (docs/PROTOCOL.md section 12)
     return await node.tasks.wait(base_url=request_base_url.get(), channel=_str(body, "channelName"),
                                  task_id=_str(body, "taskId"), timeout=_msec(body, "timeoutMsec", 0))
 
@@ -131,14 +132,14 @@ async def put_task_result(request: Request) -> Response:
     node: Node = request.app.state.node
     try:
         channel, task_hash = _result_location(request)
-        kind, size = node.tasks.check_upload(channel, task_hash, dict(request.query_params))
+        kind, size = node.tasks.urls.check_upload(channel, task_hash, dict(request.query_params))
         length = request.headers.get("content-length")
         if length is None or not length.isdigit() or int(length) != size or size > MAX_RESULT_BYTES:
             raise UsageError(f"the upload must be exactly the signed {size} bytes, with a Content-Length")
         data = await request.body()
         if len(data) != size:
             raise UsageError(f"received {len(data)} bytes, the URL was signed for {size}")
-        await node.tasks.put_result(channel, task_hash, kind, data)
+        await node.tasks.results.put(channel, task_hash, kind, data)
     except ClientDisconnect:
         return JSONResponse({"success": False, "error": "the client went away mid-body"}, status_code=400)
     except KacheryError as e:
@@ -150,8 +151,8 @@ async def get_task_result(request: Request) -> Response:
     node: Node = request.app.state.node
     try:
         channel, task_hash = _result_location(request)
-        node.tasks.check_read(channel, task_hash, request.query_params.get("token", ""))
-        data = await node.tasks.result_bytes(channel, task_hash)
+        node.tasks.urls.check_read(channel, task_hash, request.query_params.get("token", ""))
+        data = await node.tasks.results.read(channel, task_hash)
     except KacheryError as e:
         return _error(e)
     return Response(data, media_type="application/json")

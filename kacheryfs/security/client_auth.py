@@ -1,4 +1,4 @@
-"""The client auth code (PROTOCOL.md section 2): a file of 12 letters that clients send back.
+"""The client auth code (docs/PROTOCOL.md section 2): a file of 12 letters that clients send back.
 
 Rotation never leaves a window without a valid file or a transient 403 (the original's defect 6):
 the new code is accepted before the file is published, the file is replaced by atomic rename,

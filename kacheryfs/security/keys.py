@@ -1,4 +1,4 @@
-"""ed25519 keys and signatures in the original daemon's encodings (PROTOCOL.md 8.2, 8.3).
+"""ed25519 keys and signatures in the original daemon's encodings (docs/PROTOCOL.md 8.2, 8.3).
 
     node id, feed id   lowercase hex of the 32-byte public key
     feed private key   lowercase hex of the 32-byte seed

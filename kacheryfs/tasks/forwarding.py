@@ -7,7 +7,7 @@ Requesting node (TaskForwarder, the TaskHub's `forwarder`):
          that peer until the task ends, mirroring each status into the local task; a finished
          task's result travels in the answer ("result": its JSON text) and is kept here like a
          local result (a pure calculation's as content), so a repeated request is answered here.
-The channel is the one the request is signed for (peer_auth.py): a node that is not a member of
+The channel is the one the request is signed for (security/peer_auth.py): a node that is not a member of
 the channel on the providing node is refused (403) and its requester gets that error.
 
 Providing node: the same two endpoints call TaskHub.request(local_only=True) / TaskHub.wait, so a
@@ -84,7 +84,7 @@ class TaskForwarder(BackgroundHost):
                     if not isinstance(result, str):
                         self.hub.set_status(task, "error", f"{peer.label} reported no result")
                         return
-                    await self.hub.put_result(task.channel, task.task_hash, task.result_kind, result.encode())
+                    await self.hub.results.put(task.channel, task.task_hash, task.result_kind, result.encode())
                 self.hub.set_status(task, "finished")
                 return
             if status == "error" or status not in ("pending", "queued", "running", "waiting"):
@@ -124,7 +124,7 @@ async def _with_result(hub: TaskHub, channel: str, task_hash: str, function_type
     out.pop("taskResultUrl", None)          # a URL on this node means nothing to the peer
     if out.get("status") == "finished" and function_type in ("pure-calculation", "query"):
         try:
-            out["result"] = (await hub.result_bytes(channel, task_hash)).decode()
+            out["result"] = (await hub.results.read(channel, task_hash)).decode()
         except KacheryError as e:
             out.update(status="error", errorMessage=f"the result is gone: {e}")
     return out

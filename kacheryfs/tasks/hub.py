@@ -1,4 +1,4 @@
-"""Tasks through one node (PROTOCOL.md section 10): backends register functions, clients request them.
+"""Tasks through one node (docs/PROTOCOL.md section 10): backends register functions, clients request them.
 
     backend process                          TaskHub (this node)                 requester
     /task/registerTaskFunctions (long poll)                                  <-  /task/requestTask
@@ -13,7 +13,7 @@
 
 Task id: for a pure calculation the task hash (SHA-1 of canonical JSON of {"functionId", "kwargs"}),
 so identical requests share one run and, once finished, are answered from the stored result (the
-blob in the node's store, indexed by `task_results`) without running again, also after a restart.
+blob in the node's store, indexed by results.py) without running again, also after a restart.
 Queries and actions get a random id per request.
 
 Liveness without a background task: every entry point and every long poll (waking at least every
@@ -27,7 +27,7 @@ is noticed within heartbeat + grace.
 
 Routing (`TaskHub.route_request(task)`, the one place that decides where a new task goes): to a
 live local backend session providing (channel, function id, type); else, for a channel with
-peers in the node config, to the `forwarder` (task_forwarding.py), which asks the peers, follows
+peers in the node config, to the `forwarder` (forwarding.py), which asks the peers, follows
 the task there and reports back with `set_status` and `put_result`; else an immediate `error`.
 Tasks that came from a peer are `local_only`, so requests never loop between nodes. The
 sweep leaves forwarded tasks to the forwarder. Tasks are keyed by (channel, task id).
@@ -40,23 +40,21 @@ is not noticed (the requester's wait times out instead).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import re
 import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import trio
 
 from kachery_client.canonical_json import canonical_sha1
-from kachery_client.errors import AuthError, NotFoundError, UsageError
-from kachery_client.store import Store
+from kachery_client.errors import NotFoundError, UsageError
 from kachery_client.uri import check_sha1
-from kacheryfs.tasks.results import TaskResultIndex
+from kacheryfs.tasks.results import TaskResults
+from kacheryfs.tasks.urls import ResultUrls
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +62,7 @@ FUNCTION_TYPES = ("pure-calculation", "query", "action")
 STATUSES = ("waiting", "pending", "queued", "running", "finished", "error")
 TERMINAL = ("finished", "error")
 SWEEP_SECONDS = 0.25
-INLINE_PARSE_BYTES = 64 * 1024
-RESULT_SHA1_CACHE = 10_000
 MAX_WAIT_SECONDS = 3600.0
-UPLOAD_URL_SECONDS = 3600
-RESULT_PATH_PREFIX = "/taskResults/"
 _NAME_RE = re.compile(r"^[A-Za-z0-9@_-]+(\.[A-Za-z0-9@_-]+)*$")
 
 
@@ -123,20 +117,6 @@ class Session:
     last_poll_end: float = field(default_factory=time.monotonic)
 
 
-class _Bounded(OrderedDict[tuple[str, str], str]):
-    """A small LRU map: the newest `size` entries."""
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def __setitem__(self, key: tuple[str, str], value: str) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        if len(self) > self.size:
-            self.popitem(last=False)
-
-
 def check_name(value: Any, what: str) -> str:
     """Function ids and (for now) channel names: <= 400 chars of dot-separated [A-Za-z0-9@_-]+."""
     if not isinstance(value, str) or not 0 < len(value) <= 400 or not _NAME_RE.match(value):
@@ -155,30 +135,16 @@ def compute_task_hash(function_id: str, kwargs: dict[str, Any]) -> str:
     return canonical_sha1({"functionId": function_id, "kwargs": kwargs})
 
 
-def url_secret(node_seed: bytes) -> bytes:
-    """The HMAC key for result URLs, derived from the node's private key (stable across restarts)."""
-    return hashlib.sha256(b"kacheryfs task result urls\0" + node_seed).digest()
-
-
-def result_path(channel: str, task_hash: str) -> str:
-    h = task_hash
-    return f"{RESULT_PATH_PREFIX}{channel}/{h[0:2]}/{h[2:4]}/{h[4:6]}/{h}"
-
-
 class TaskHub:
-    def __init__(self, store: Store, index: TaskResultIndex, url_secret: bytes,
-                 timeouts: TaskTimeouts | None = None):
-        self.store = store
-        self.index = index
+    def __init__(self, results: TaskResults, urls: ResultUrls, timeouts: TaskTimeouts | None = None):
+        self.results = results
+        self.urls = urls
         self.timeouts = timeouts or TaskTimeouts()
-        self._secret = url_secret
         self._tasks: dict[tuple[str, str], Task] = {}            # (channel, task id) -> task
         self._pending: dict[tuple[str, str], Task] = {}          # the same key, in request order
         self._sessions: dict[str, Session] = {}
-        self._query_results: dict[tuple[str, str], tuple[float, bytes]] = {}
-        self._result_sha1s = _Bounded(RESULT_SHA1_CACHE)    # (channel, hash) -> result blob, for GETs
         self._work: trio.Event | None = None                     # set when a task becomes pending
-        self.forwarder: Forwarder | None = None                  # routes to peers (task_forwarding.py)
+        self.forwarder: Forwarder | None = None                  # routes to peers (forwarding.py)
         self._last_sweep = 0.0
 
     # ---- requesters ---------------------------------------------------------------------
@@ -195,7 +161,7 @@ class TaskHub:
         task_hash = compute_task_hash(function_id, kwargs)
         self._sweep()
         if function_type == "pure-calculation":
-            if await self._stored_result_sha1(channel, task_hash) is not None:
+            if await self.results.stored_sha1(channel, task_hash) is not None:
                 return self._finished_from_store(base_url, channel, task_hash)
             task = self._tasks.get((channel, task_hash))
             if task is None or task.status in TERMINAL:
@@ -219,7 +185,7 @@ class TaskHub:
         task = self._tasks.get((channel, task_id))
         if task is None:
             if re.fullmatch(r"[0-9a-f]{40}", task_id) and \
-                    await self._stored_result_sha1(channel, task_id) is not None:
+                    await self.results.stored_sha1(channel, task_id) is not None:
                 return self._finished_from_store(base_url, channel, task_id)
             return {"success": True, "taskId": task_id, "status": "error",
                     "errorMessage": f"unknown task {task_id} on channel {channel}: this node forgets tasks "
@@ -230,23 +196,6 @@ class TaskHub:
 
     def find(self, channel: str, task_id: str) -> Task | None:
         return self._tasks.get((channel, task_id))
-
-    async def result_bytes(self, channel: str, task_hash: str) -> bytes:
-        """The uploaded result (a query's latest, else the stored pure-calculation result)."""
-        slot = self._query_results.get((channel, task_hash))
-        if slot is not None:
-            return slot[1]
-        sha1 = self._result_sha1s.get((channel, task_hash)) or await self._stored_result_sha1(channel, task_hash)
-        if sha1 is None:
-            raise NotFoundError(f"no result for task {task_hash} on channel {channel}")
-        try:
-            return await trio.to_thread.run_sync(self.store.read_bytes, sha1)
-        except (NotFoundError, FileNotFoundError):
-            self._result_sha1s.pop((channel, task_hash), None)
-            await trio.to_thread.run_sync(self.index.forget, channel, task_hash)
-            raise NotFoundError(f"the result of task {task_hash} is no longer in the store") from None
-
-    # ---- routing: THE hook for the network layer ----------------------------------------
 
     async def route_request(self, task: Task) -> None:
         """Decide where a new task goes. Today: a live local backend session, else error.
@@ -341,15 +290,15 @@ class TaskHub:
         task = self._tasks.get((channel, task_id))
         if task is None:
             if status == "finished" and isinstance(task_id, str) and re.fullmatch(r"[0-9a-f]{40}", task_id) \
-                    and await self._stored_result_sha1(channel, task_id) is not None:
+                    and await self.results.stored_sha1(channel, task_id) is not None:
                 return      # a pure result computed by the client itself (kachery-client's _run_task)
             raise NotFoundError(f"no task {task_id} on channel {channel}")
         if task.status in TERMINAL or status in ("waiting", "pending"):
             return
         if status == "finished" and task.result_kind is not None:
             if result is not None:
-                await self.put_result(channel, task.task_hash, task.result_kind, result)
-            elif not await self._has_result(task):
+                await self.results.put(channel, task.task_hash, task.result_kind, result)
+            elif not await self.results.has(task.channel, task.task_hash, task.result_kind):
                 self.set_status(task, "error", "the backend reported the task finished without uploading "
                                 "its result")
                 return
@@ -357,8 +306,10 @@ class TaskHub:
             error_message = error_message or "the backend reported an error without a message"
         self.set_status(task, status, error_message if status == "error" else None)
 
+    # ---- statuses -----------------------------------------------------------------------
+
     def create_upload_url(self, *, base_url: str, channel: str, task_hash: str, size: int) -> str:
-        """A URL on this node where the holder may PUT the result (signed: kind, size, expiry)."""
+        """Where the result may be PUT; 'query' results are kept in memory, others as content."""
         check_name(channel, "channel name")
         check_sha1(task_hash)
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -366,45 +317,7 @@ class TaskHub:
         in_flight = [t for t in self._tasks.values() if t.task_hash == task_hash and t.channel == channel
                      and t.status not in TERMINAL]
         kind = "query" if any(t.function_type == "query" for t in in_flight) else "pure"
-        expires = int(time.time()) + UPLOAD_URL_SECONDS
-        signature = self._sign("put", channel, task_hash, kind, str(size), str(expires))
-        return (f"{base_url}{result_path(channel, task_hash)}?kind={kind}&size={size}&expires={expires}"
-                f"&signature={signature}")
-
-    def check_upload(self, channel: str, task_hash: str, params: dict[str, str]) -> tuple[str, int]:
-        """(kind, size) of a signed upload URL's query parameters; AuthError unless genuine."""
-        kind, size, expires = params.get("kind", ""), params.get("size", ""), params.get("expires", "")
-        expected = self._sign("put", channel, task_hash, kind, size, expires)
-        if not hmac.compare_digest(expected, params.get("signature", "")):
-            raise AuthError("invalid task result upload signature")
-        if not expires.isdigit() or int(expires) < time.time():
-            raise AuthError("this task result upload URL has expired")
-        return kind, int(size)
-
-    def check_read(self, channel: str, task_hash: str, token: str) -> None:
-        if not hmac.compare_digest(self._sign("read", channel, task_hash), token):
-            raise AuthError("invalid task result token")
-
-    async def put_result(self, channel: str, task_hash: str, kind: str, data: bytes) -> None:
-        """Keep an uploaded result: 'pure' as content in the store plus an index row; 'query' in memory."""
-        try:
-            if len(data) <= INLINE_PARSE_BYTES:     # microseconds: not worth a thread hop
-                json.loads(data)
-            else:
-                await trio.to_thread.run_sync(json.loads, data)
-        except ValueError:
-            raise UsageError("a task result must be JSON") from None
-        if kind == "query":
-            self._query_results[(channel, task_hash)] = (time.monotonic(), data)
-            return
-
-        def keep() -> str:
-            blob = self.store.add_bytes(data)
-            self.index.put(channel, task_hash, blob.sha1)
-            return blob.sha1
-        self._result_sha1s[(channel, task_hash)] = await trio.to_thread.run_sync(keep)
-
-    # ---- statuses -----------------------------------------------------------------------
+        return self.urls.upload_url(base_url, channel, task_hash, kind, size)
 
     def set_status(self, task: Task, status: str, error_message: str | None = None) -> None:
         """Change a task's status and wake whoever waits on it (also for the network layer)."""
@@ -438,38 +351,12 @@ class TaskHub:
         if task.error_message is not None:
             out["errorMessage"] = task.error_message
         if task.result_kind is not None:
-            out["taskResultUrl"] = self._read_url(base_url, task.channel, task.task_hash)
+            out["taskResultUrl"] = self.urls.read_url(base_url, task.channel, task.task_hash)
         return out
 
     def _finished_from_store(self, base_url: str, channel: str, task_hash: str) -> dict[str, Any]:
         return {"success": True, "taskId": task_hash, "status": "finished",
-                "taskResultUrl": self._read_url(base_url, channel, task_hash)}
-
-    def _read_url(self, base_url: str, channel: str, task_hash: str) -> str:
-        return f"{base_url}{result_path(channel, task_hash)}?token={self._sign('read', channel, task_hash)}"
-
-    def _sign(self, *parts: str) -> str:
-        return hmac.new(self._secret, "\n".join(parts).encode(), hashlib.sha256).hexdigest()[:40]
-
-    async def _stored_result_sha1(self, channel: str, task_hash: str) -> str | None:
-        """The indexed result blob, if it is still in the store (else the row is dropped)."""
-        def look() -> str | None:
-            sha1 = self.index.get(channel, task_hash)
-            if sha1 is not None and self.store.locate(sha1) is None:
-                self.index.forget(channel, task_hash)
-                return None
-            return sha1
-        sha1 = await trio.to_thread.run_sync(look)
-        if sha1 is None:
-            self._result_sha1s.pop((channel, task_hash), None)
-        else:
-            self._result_sha1s[(channel, task_hash)] = sha1
-        return sha1
-
-    async def _has_result(self, task: Task) -> bool:
-        if task.result_kind == "query":
-            return (task.channel, task.task_hash) in self._query_results
-        return await self._stored_result_sha1(task.channel, task.task_hash) is not None
+                "taskResultUrl": self.urls.read_url(base_url, channel, task_hash)}
 
     # ---- wake-ups and expiry ------------------------------------------------------------
 
@@ -513,6 +400,4 @@ class TaskHub:
         for sid, session in list(self._sessions.items()):
             if not self._alive(session, now):
                 del self._sessions[sid]
-        for key, (at, _) in list(self._query_results.items()):
-            if now - at > t.record_seconds:
-                del self._query_results[key]
+        self.results.expire_queries(now, t.record_seconds)

@@ -1,4 +1,4 @@
-"""Another kacheryfs node, over its peer API (kacheryfs/peer_routes.py), with signed requests."""
+"""Another kacheryfs node, over its peer API (kacheryfs/http/peer_routes.py), with signed requests."""
 
 from __future__ import annotations
 

@@ -1,0 +1,107 @@
+"""Hashing content as it streams by: the SHA-1 of the whole, the SHA-1 of each chunk, the manifest.
+
+A manifest (docs/PROTOCOL.md section 7) lists the SHA-1 of each CHUNK_SIZE chunk of a file larger
+than one chunk, so that a reader can verify a range without the whole file. Pure: no file I/O.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import IntegrityError
+from .uri import check_sha1
+
+CHUNK_SIZE = 20_000_000          # manifest chunk size (docs/PROTOCOL.md section 7)
+_PARALLEL_MIN = 1024 * 1024      # below this, hashing twice inline beats a thread hand-off
+
+# One helper thread hashes the whole file while the caller hashes chunks and writes:
+# SHA-1 releases the GIL, so the two hashes run on two cores.
+_hash_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kachery-hash")
+
+
+class ContentHasher:
+    """SHA-1 of the whole stream plus the SHA-1 of each CHUNK_SIZE chunk, fed in one pass."""
+
+    def __init__(self) -> None:
+        self._whole = hashlib.sha1()
+        self._chunk = hashlib.sha1()
+        self._chunk_fill = 0
+        self.chunk_sha1s: list[str] = []
+        self.size = 0
+
+    def update(self, data: bytes | bytearray | memoryview,
+               alongside: Callable[[memoryview], None] | None = None) -> None:
+        """Hash `data`; `alongside(view)` (e.g. writing it out) runs while the hashes run."""
+        view = memoryview(data).cast("B")
+        if len(view) >= _PARALLEL_MIN:
+            whole = _hash_pool.submit(self._whole.update, view)
+            self._update_chunks(view)
+            if alongside:
+                alongside(view)
+            whole.result()
+        else:
+            self._whole.update(view)
+            self._update_chunks(view)
+            if alongside:
+                alongside(view)
+        self.size += len(view)
+
+    def _update_chunks(self, view: memoryview) -> None:
+        while len(view):
+            take = min(len(view), CHUNK_SIZE - self._chunk_fill)
+            self._chunk.update(view[:take])
+            self._chunk_fill += take
+            view = view[take:]
+            if self._chunk_fill == CHUNK_SIZE:
+                self.chunk_sha1s.append(self._chunk.hexdigest())
+                self._chunk = hashlib.sha1()
+                self._chunk_fill = 0
+
+    def sha1(self) -> str:
+        return self._whole.hexdigest()
+
+    def manifest_bytes(self) -> bytes | None:
+        """The manifest (exact bytes of docs/PROTOCOL.md section 7), or None at one chunk or less."""
+        if self.size <= CHUNK_SIZE:
+            return None
+        hashes = list(self.chunk_sha1s)
+        if self._chunk_fill:
+            hashes.append(self._chunk.hexdigest())
+        return manifest_bytes(self.size, self.sha1(), hashes)
+
+
+def manifest_bytes(size: int, sha1: str, chunk_sha1s: list[str]) -> bytes:
+    chunks = [{"start": i * CHUNK_SIZE, "end": min((i + 1) * CHUNK_SIZE, size), "sha1": h}
+              for i, h in enumerate(chunk_sha1s)]
+    return json.dumps({"size": size, "sha1": sha1, "chunks": chunks}, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    size: int
+    sha1: str
+    chunks: list[tuple[int, int, str]]      # (start, end, sha1)
+
+
+def parse_manifest(data: bytes, expected_sha1: str | None = None) -> Manifest:
+    """Accept any JSON with size, sha1 and chunks[{start,end,sha1}] (section 7); check it is whole."""
+    try:
+        obj = json.loads(data)
+        chunks = [(int(c["start"]), int(c["end"]), check_sha1(c["sha1"])) for c in obj["chunks"]]
+        m = Manifest(int(obj["size"]), check_sha1(obj["sha1"]), chunks)
+    except (ValueError, KeyError, TypeError) as e:
+        raise IntegrityError(f"malformed manifest: {e}") from None
+    if expected_sha1 is not None and m.sha1 != expected_sha1:
+        raise IntegrityError(f"manifest is for {m.sha1}, not {expected_sha1}")
+    pos = 0
+    for start, end, _ in m.chunks:
+        if start != pos or end <= start:
+            raise IntegrityError("manifest chunks do not tile the file")
+        pos = end
+    if pos != m.size:
+        raise IntegrityError("manifest chunks do not cover the file")
+    return m

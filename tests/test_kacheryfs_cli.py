@@ -1,0 +1,64 @@
+"""The `kacheryfs` command's edges: a word that is not a command never starts a node or creates a file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+KACHERYFS = [sys.executable, "-m", "kacheryfs"]
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _our_processes() -> set[int]:
+    """Processes whose command line runs kacheryfs, other than pytest itself."""
+    found = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"kacheryfs" in cmd and b"pytest" not in cmd:
+                found.add(int(d.name))
+    return found
+
+
+@pytest.mark.parametrize("args", [
+    ["nosuchcommand", "--help"],
+    ["nosuch", "other"],
+    ["drop", "--help"],
+    ["nosuch", "-o", "port=1"],
+])
+def test_unknown_command_starts_nothing_and_creates_nothing(tmp_path, args):
+    (tmp_path / "existing").mkdir()
+    before_files, before_procs = _tree(tmp_path), _our_processes()
+    env = {**os.environ, "KACHERY_STORAGE_DIR": str(tmp_path / "storage"), "HOME": str(tmp_path)}
+    r = subprocess.run(KACHERYFS + args, cwd=tmp_path, capture_output=True, timeout=60, env=env)
+    assert r.returncode != 0
+    assert b"No such command" in r.stderr or b"Usage" in r.stderr, r.stderr
+    assert _tree(tmp_path) == before_files
+    assert _our_processes() - before_procs == set()
+
+
+def test_mount_helper_form_needs_two_existing_directories(tmp_path):
+    """One existing directory and one missing: not the helper form (mount(8) gives existing ones)."""
+    (tmp_path / "storage").mkdir()
+    before = _tree(tmp_path)
+    r = subprocess.run(KACHERYFS + [str(tmp_path / "storage"), str(tmp_path / "mnt")], cwd=tmp_path,
+                       capture_output=True, timeout=60)
+    assert r.returncode != 0 and b"No such command" in r.stderr
+    assert _tree(tmp_path) == before
+
+
+def test_run_help_documents_every_option():
+    r = subprocess.run(KACHERYFS + ["run", "--help"], capture_output=True, timeout=60)
+    assert r.returncode == 0
+    for option in (b"--storage-dir", b"--port", b"--no-mount", b"--mount", b"--config"):
+        assert option in r.stdout
