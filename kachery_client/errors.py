@@ -8,6 +8,7 @@
      ├── NotFoundError            content that no source has (local store, node, peers, bucket)
      ├── IntegrityError           bytes that do not match their hash; they are never served
      ├── TransferError            every source that should have it failed or timed out (EIO in the mount)
+     ├── LocalStorageError        this machine's storage refused a write (ENOSPC, EDQUOT, EROFS, EIO)
      ├── OfflineError             a feature that needs a node, asked for in offline mode
      ├── NodeUnavailableError     no node answers at the configured address
      ├── TaskError                a requested task ended with status error (the message says why)
@@ -51,6 +52,18 @@ class IntegrityError(KacheryError):
 
 class TransferError(KacheryError):
     """Sources that should have the content failed, served bad bytes, or timed out."""
+
+
+class LocalStorageError(KacheryError):
+    """The local storage directory refused a write: disk full, quota, read-only, I/O error.
+
+    Nothing partial is left behind (the temp file is removed) and the store stays consistent;
+    `errno` keeps the file system's code for the edges (FUSE answers with it).
+    """
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
 
 
 class OfflineError(KacheryError):
