@@ -62,3 +62,12 @@ def test_run_help_documents_every_option():
     assert r.returncode == 0
     for option in (b"--storage-dir", b"--port", b"--no-mount", b"--mount", b"--config"):
         assert option in r.stdout
+
+
+def test_the_client_stays_light():
+    """`import kachery_client` loads none of the node's dependencies."""
+    code = ("import sys, kachery_client\n"
+            "heavy = [m for m in ('trio', 'pyfuse3', 'boto3', 'hypercorn', 'starlette', 'kacheryfs') if m in sys.modules]\n"
+            "print(heavy)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
