@@ -35,6 +35,7 @@ from kacheryfs.feeds.service import FeedService
 from kacheryfs.feeds.store import Feeds
 from kacheryfs.security.client_auth import ClientAuth
 from kacheryfs.security.keys import KeyPair, load_or_create_node_keys, write_private_file
+from kacheryfs.security.peer_auth import NonceGuard
 from kacheryfs.tasks.forwarding import TaskForwarder
 from kacheryfs.tasks.hub import TaskHub
 from kacheryfs.tasks.results import TaskResultIndex, TaskResults
@@ -70,6 +71,7 @@ class Node:
         self.node_id = self.keys.public_hex
         write_private_file(self.storage_dir / "kachery-node-id", self.node_id.encode(), mode=0o644)
         self.auth = ClientAuth(self.storage_dir)
+        self.peer_nonces = NonceGuard()          # one-time nonces of acting peer requests
         self.mutables = Mutables(self.storage_dir / "mutables.db")
         self.index = NodeIndex(self.storage_dir / "kacheryfs.db")
         self.stats = Stats()

@@ -26,12 +26,11 @@ from typing import Any
 
 import trio
 
-from kachery_client.errors import KacheryError, UsageError
+from kachery_client.errors import KacheryError
 from kacheryfs.background import BackgroundHost
 from kacheryfs.content.sources import SourceError
 from kacheryfs.content.sources.peer import PeerSource
 from kacheryfs.feeds.service import FeedService, Watch
-from kacheryfs.feeds.store import check_feed_id, check_subfeed_hash
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +114,10 @@ class FeedReplicator(BackgroundHost):
             log.debug("imported %d messages of feed %s from %s", added, feed_id[:8], peer.label)
 
 
-async def serve_feed_messages(feeds: FeedService, body: dict[str, Any]) -> dict[str, Any]:
-    """The owner's (or any holder's) side of /peer/feed/messages."""
-    feed_id, subfeed_hash = check_feed_id(body.get("feedId")), check_subfeed_hash(body.get("subfeedHash"))
-    position, wait = body.get("position", 0), body.get("waitMsec", 0)
-    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
-        raise UsageError("position must be a non-negative integer")
-    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0:
-        raise UsageError("waitMsec must be a non-negative number")
-    got = await feeds.watch({"w": Watch(feed_id, subfeed_hash, position)}, min(float(wait), MAX_PEER_WAIT_MSEC),
+async def serve_feed_messages(feeds: FeedService, feed_id: str, subfeed_hash: str, position: int,
+                              wait_msec: float) -> dict[str, Any]:
+    """The owner's (or any holder's) side of /peer/feed/messages (the body decoded by
+    http/schemas.PeerFeedMessages)."""
+    got = await feeds.watch({"w": Watch(feed_id, subfeed_hash, position)}, min(wait_msec, MAX_PEER_WAIT_MSEC),
                             signed=True)
     return {"messages": got.get("w", [])}
