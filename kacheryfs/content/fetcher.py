@@ -14,7 +14,8 @@ that gives up (a cancelled request) does not stop it. Transfers run in the fetch
     and its source dropped from this transfer (it served bad bytes); a source that fails is
     retried with backoff, then dropped. A verified chunk is readable at once; in the background
     it is fdatasync'ed, then its index appended to <sha1>.chunks: after a crash or stop the next
-    transfer resumes from those;
+    transfer resumes from those. A write the local disk refuses (ENOSPC, ...) fails the transfer
+    with LocalStorageError, blames no source, and removes the part file to free the space;
  4. hashes the whole file in order while chunks arrive, and publishes it into the store only
     if that matches too. Nothing unverified is ever served.
 
@@ -25,6 +26,7 @@ returns as soon as they are verified.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -37,12 +39,20 @@ from typing import Any
 
 import trio
 
-from kachery_client.errors import IntegrityError, KacheryError, NotFoundError, TransferError
+from kachery_client.errors import (
+    IntegrityError,
+    KacheryError,
+    LocalStorageError,
+    NotFoundError,
+    TransferError,
+)
 from kachery_client.hashing import CHUNK_SIZE, parse_manifest
+from kachery_client.storage_errors import local_storage_error, storage_errors
 from kachery_client.store import Store
 from kachery_client.uri import check_sha1
 from kacheryfs.background import BackgroundHost
 from kacheryfs.content.sources import RemoteBlob, Source, SourceError, SourceRefused
+from kacheryfs.exception_groups import first_error
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +106,7 @@ class Transfer:
 
     def raise_error(self) -> None:
         if self.error is not None:
-            raise type(self.error)(str(self.error))
+            raise copy.copy(self.error).with_traceback(None)     # keeps LocalStorageError.errno
 
     async def wait_range(self, start: int, end: int) -> None:
         """Return once bytes [start, end) are verified in the part file (or the blob is published)."""
@@ -203,31 +213,42 @@ class Fetcher(BackgroundHost):
         if manifest_sha1 is None:
             manifest_sha1 = next((info.manifest_sha1 for _, info in found if info.manifest_sha1), None)
         chunks = await self._plan_chunks(t.sha1, size, manifest_sha1)
-        self.partial_dir.mkdir(parents=True, exist_ok=True)
         part = self.partial_dir / f"{t.sha1}.part"
         record = self.partial_dir / f"{t.sha1}.chunks"
-        present = await trio.to_thread.run_sync(_resume, part, record, size, chunks, manifest_sha1)
-        if present:
-            log.info("resuming sha1://%s with %d of %d chunks already verified", t.sha1, len(present), len(chunks))
-        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            os.ftruncate(fd, size)
-            t._plan(size, chunks, part, present)      # readers may open the part file from here on
-            with open(record, "a") as rec:
-                try:
-                    async with trio.open_nursery() as nursery:
-                        for _ in range(min(self.connections, max(1, len(chunks)))):
-                            nursery.start_soon(self._worker, t, sources, fd, rec, nursery)
-                        whole = await self._hash_in_order(t, fd)
-                except BaseExceptionGroup as group:
-                    raise _first_error(group) from None
-            if whole != t.sha1:
-                await trio.to_thread.run_sync(_remove, part, record)
-                raise IntegrityError(f"sha1://{t.sha1}: the assembled file hashes to {whole}; discarded")
-            await trio.to_thread.run_sync(os.fsync, fd)
-        finally:
-            os.close(fd)
-        path = await trio.to_thread.run_sync(self.store.publish_verified, part, t.sha1)
+            with storage_errors(str(self.partial_dir)):
+                self.partial_dir.mkdir(parents=True, exist_ok=True)
+                present = await trio.to_thread.run_sync(_resume, part, record, size, chunks, manifest_sha1)
+                if present:
+                    log.info("resuming sha1://%s with %d of %d chunks already verified", t.sha1, len(present),
+                             len(chunks))
+                fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                with storage_errors(str(self.partial_dir)):
+                    os.ftruncate(fd, size)
+                t._plan(size, chunks, part, present)      # readers may open the part file from here on
+                with open(record, "a") as rec:
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            for _ in range(min(self.connections, max(1, len(chunks)))):
+                                nursery.start_soon(self._worker, t, sources, fd, rec, nursery)
+                            whole = await self._hash_in_order(t, fd)
+                    except BaseExceptionGroup as group:
+                        raise first_error(group) from None
+                if whole != t.sha1:
+                    await trio.to_thread.run_sync(_remove, part, record)
+                    raise IntegrityError(f"sha1://{t.sha1}: the assembled file hashes to {whole}; discarded")
+                with storage_errors(str(self.partial_dir)):
+                    await trio.to_thread.run_sync(os.fsync, fd)
+            finally:
+                os.close(fd)
+            with storage_errors(str(self.store.root)):
+                path = await trio.to_thread.run_sync(self.store.publish_verified, part, t.sha1)
+        except LocalStorageError:
+            # This disk refused the bytes (not the source's fault): free the space the part took;
+            # the next transfer starts over.
+            await trio.to_thread.run_sync(_remove, part, record)
+            raise
         await trio.to_thread.run_sync(_remove, record)
         if self.on_fetched is not None:
             self.on_fetched(t.sha1, size, sources[0].source.label)
@@ -342,24 +363,39 @@ class Fetcher(BackgroundHost):
 
 async def _record_chunk(fd: int, record: Any, i: int) -> None:
     """A verified chunk is listed for a resume only once its bytes are on disk."""
-    await trio.to_thread.run_sync(os.fdatasync, fd)
-    record.write(f"chunk {i}\n")
-    record.flush()
+    with storage_errors("the partial/ directory"):
+        await trio.to_thread.run_sync(os.fdatasync, fd)
+        record.write(f"chunk {i}\n")
+        record.flush()
 
 
 def _download(source: Source, sha1: str, chunk: Chunk, fd: int) -> str:
-    """Stream one chunk into the part file at its offset, hashing it in the same pass."""
+    """Stream one chunk into the part file at its offset, hashing it in the same pass.
+
+    A write the local disk refuses is a LocalStorageError, whatever the source wraps it in: it fails
+    the transfer without counting against the source."""
     h = hashlib.sha1()
     pos = chunk.start
+    refused: LocalStorageError | None = None
 
     def sink(view: memoryview) -> None:
-        nonlocal pos
+        nonlocal pos, refused
         h.update(view)
         while len(view):
-            n = os.pwrite(fd, view, pos)
+            try:
+                n = os.pwrite(fd, view, pos)
+            except OSError as e:
+                refused = local_storage_error(e, "the partial/ directory") or \
+                    LocalStorageError(f"cannot write a part file: {e}", e.errno)
+                raise refused from None
             pos += n
             view = view[n:]
-    source.read_range(sha1, chunk.start, chunk.end, sink)
+    try:
+        source.read_range(sha1, chunk.start, chunk.end, sink)
+    except Exception:
+        if refused is not None:
+            raise refused from None
+        raise
     return h.hexdigest()
 
 
@@ -387,19 +423,6 @@ def _resume(part: Path, record: Path, size: int, chunks: list[Chunk], manifest_s
     _remove(part, record)
     record.write_text(header)
     return set()
-
-
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The error to report from a nursery's group: the first of ours, else the first."""
-    leaves: list[BaseException] = []
-    todo: list[BaseException] = [group]
-    while todo:
-        e = todo.pop(0)
-        if isinstance(e, BaseExceptionGroup):
-            todo[:0] = list(e.exceptions)
-        else:
-            leaves.append(e)
-    return next((e for e in leaves if isinstance(e, KacheryError)), leaves[0])
 
 
 def _remove(*paths: Path) -> None:
