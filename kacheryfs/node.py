@@ -23,6 +23,7 @@ from kachery_client.errors import NotFoundError, UsageError
 from kachery_client.hashing import CHUNK_SIZE, ContentHasher
 from kachery_client.store import Store
 from kachery_client.uri import check_name, check_sha1
+from kacheryfs.background import backoff
 from kacheryfs.config import CONFIG_NAME, NodeConfig, load_config
 from kacheryfs.content.fetcher import Fetcher, Transfer
 from kacheryfs.content.index import NodeIndex
@@ -118,11 +119,17 @@ class Node:
             task_status.started()
 
     async def _upload_loop(self, receive: trio.MemoryReceiveChannel[tuple[str, str]]) -> None:
+        failures = 0
         async for sha1, channel in receive:
             try:
                 await self.upload(sha1, channel)
+                failures = 0
             except (UsageError, NotFoundError, SourceError) as e:
                 log.warning("upload of sha1://%s to channel %s failed: %s", sha1, channel, e)
+            except Exception:           # log, back off, go on: the loop outlives any one upload
+                failures += 1
+                log.exception("upload of sha1://%s to channel %s failed unexpectedly", sha1, channel)
+                await trio.sleep(backoff(failures))
 
     def blob_added(self, sha1: str) -> None:
         """A client stored a blob here: queue it for the channels that upload everything."""
@@ -157,12 +164,21 @@ class Node:
         self._evict_wanted.set()
 
     async def _cache_limit_loop(self) -> None:
+        failures = 0
         while True:
             await self._evict_wanted.wait()
             self._evict_wanted = trio.Event()
             limit = self.config.cache_max_bytes
             assert limit
-            removed = await trio.to_thread.run_sync(self.evict_to, limit)
+            try:
+                removed = await trio.to_thread.run_sync(self.evict_to, limit)
+                failures = 0
+            except Exception:           # log, back off, try again: the limit must keep holding
+                failures += 1
+                log.exception("cache limit: eviction failed (attempt %d)", failures)
+                self._evict_wanted.set()
+                await trio.sleep(backoff(failures))
+                continue
             if removed:
                 log.info("cache limit: evicted %d blobs held by peers or buckets", removed)
 
