@@ -17,7 +17,7 @@ import trio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from kachery_client.errors import KacheryError, NotFoundError, UsageError
+from kachery_client.errors import NotFoundError, UsageError
 from kachery_client.storage_errors import storage_errors
 from kachery_client.store import BlobWriter
 from kachery_client.uri import check_name, check_sha1
@@ -97,10 +97,12 @@ async def mutable_delete(node: Node, body: s.MutableKey) -> dict[str, Any]:
     return {"success": await trio.to_thread.run_sync(node.mutables.delete, body.key)}
 
 
-def not_supported(feature: str) -> Handler:
-    async def handler(node: Node, body: s.AnyObject) -> dict[str, Any]:
-        raise KacheryError(f"{feature} are not supported by this node yet")
-    return handler
+async def create_signed_file_upload_url(node: Node, body: s.AnyObject) -> dict[str, Any]:
+    """Not served: the answer docs/PROTOCOL.md 4.7 asks of a node without the cloud (the client
+    raises on it); a 200, since nothing failed on this side (section 15)."""
+    return {"success": False, "alreadyUploaded": False,
+            "error": "bucket uploads through signed URLs are not supported by this node; "
+                     "use kachery-store --upload CHANNEL"}
 
 
 JSON_ROUTES: dict[str, Route] = {
@@ -111,7 +113,7 @@ JSON_ROUTES: dict[str, Route] = {
     "/mutable/get": (s.MutableKey, mutable_get),
     "/mutable/set": (s.MutableSet, mutable_set),
     "/mutable/delete": (s.MutableKey, mutable_delete),
-    "/createSignedFileUploadUrl": (s.AnyObject, not_supported("bucket uploads through signed URLs")),
+    "/createSignedFileUploadUrl": (s.AnyObject, create_signed_file_upload_url),
     **FEED_ROUTES,
     **TASK_HANDLERS,
 }
@@ -123,7 +125,7 @@ def json_endpoint(route: Route) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         node: Node = request.app.state.node
         try:
-            body: Any = s.decode(await request.body(), schema)
+            body: Any = s.decode(await s.read_body(request), schema)
             request_base_url.set(str(request.base_url).rstrip("/"))    # for handlers that hand out URLs
             return JSONResponse(await handler(node, body))
         except Exception as e:
@@ -212,7 +214,7 @@ async def load_file(request: Request) -> Response:
     error frame "Invalid api load file request" (client 1.2.0 expects it)."""
     node: Node = request.app.state.node
     try:
-        obj = s.decode(await request.body(), s.JsonObject)
+        obj = s.decode(await s.read_body(request), s.JsonObject)
     except UsageError as e:
         return error_response(400, str(e))
     try:
@@ -271,7 +273,7 @@ async def download_file_data(request: Request) -> Response:
     """POST /downloadFileData: raw bytes [startByte, endByte) of a stored blob (4.4)."""
     node: Node = request.app.state.node
     try:
-        body = s.decode(await request.body(), s.DownloadFileData)
+        body = s.decode(await s.read_body(request), s.DownloadFileData)
         path = await trio.to_thread.run_sync(node.store.require, check_sha1(body.fileKey.sha1))
         size = path.stat().st_size
         start, end = body.startByte, body.endByte

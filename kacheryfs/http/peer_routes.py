@@ -83,7 +83,7 @@ def _peer_json_endpoint(route: tuple[type, PeerHandler]) -> Callable[[Request], 
     async def endpoint(request: Request) -> Response:
         node: Node = request.app.state.node
         try:
-            raw = await request.body()
+            raw = await s.read_body(request, MAX_BODY)
             channel, peer = check_request(node.config, request.headers, "POST", request.url.path, raw)
             body: Any = s.decode(raw, schema, MAX_BODY)
             return JSONResponse(await handler(node, channel, peer, body))

@@ -277,6 +277,20 @@ def json_depth(raw: bytes) -> int:
     return max(accumulate(brackets, lambda depth, step: depth + step - 1, initial=0))
 
 
+async def read_body(request: Any, max_bytes: int = MAX_BODY) -> bytes:
+    """A request's body, refused (SchemaError) as soon as it is known to exceed `max_bytes`:
+    by its Content-Length before reading, or while it streams in."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise SchemaError(f"request body too large ({declared} bytes; at most {max_bytes})")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise SchemaError(f"request body too large (more than {max_bytes} bytes)")
+    return bytes(body)
+
+
 def check_size_and_depth(raw: bytes, max_bytes: int = MAX_BODY) -> None:
     if len(raw) > max_bytes:
         raise SchemaError(f"request body too large ({len(raw)} bytes; at most {max_bytes})")
