@@ -30,7 +30,6 @@ import copy
 import hashlib
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,10 +46,11 @@ from kachery_client.errors import (
     TransferError,
 )
 from kachery_client.hashing import CHUNK_SIZE, parse_manifest
-from kachery_client.storage_errors import local_storage_error, storage_errors
+from kachery_client.storage_errors import storage_errors
 from kachery_client.store import Store
 from kachery_client.uri import check_sha1
 from kacheryfs.background import BackgroundHost
+from kacheryfs.content.partfile import Chunk, download, hash_range, record_chunk, remove, resume
 from kacheryfs.content.sources import RemoteBlob, Source, SourceError, SourceRefused
 from kacheryfs.exception_groups import first_error
 
@@ -59,18 +59,9 @@ log = logging.getLogger(__name__)
 STAT_TIMEOUT = 15.0
 MAX_SOURCE_FAILURES = 3          # consecutive failures before a source is dropped from a transfer
 BACKOFF_BASE = 0.2               # seconds, doubled per failure
-HASH_BLOCK = 8 << 20
 BAD_BYTES_STRIKES = 2            # a source that serves bad bytes this often is dropped
-_RECORD_RE = re.compile(r"^chunk (\d+)\n$")
 ProgressFn = Callable[[int, int], None]
 FetchedFn = Callable[[str, int, str], None]        # (sha1, size, source label): the blob is now local
-
-
-@dataclass
-class Chunk:
-    start: int
-    end: int
-    sha1: str | None            # None: a large file without a manifest; only the whole is checked
 
 
 @dataclass
@@ -218,7 +209,7 @@ class Fetcher(BackgroundHost):
         try:
             with storage_errors(str(self.partial_dir)):
                 self.partial_dir.mkdir(parents=True, exist_ok=True)
-                present = await trio.to_thread.run_sync(_resume, part, record, size, chunks, manifest_sha1)
+                present = await trio.to_thread.run_sync(resume, part, record, size, chunks, manifest_sha1)
                 if present:
                     log.info("resuming sha1://%s with %d of %d chunks already verified", t.sha1, len(present),
                              len(chunks))
@@ -236,7 +227,7 @@ class Fetcher(BackgroundHost):
                     except BaseExceptionGroup as group:
                         raise first_error(group) from None
                 if whole != t.sha1:
-                    await trio.to_thread.run_sync(_remove, part, record)
+                    await trio.to_thread.run_sync(remove, part, record)
                     raise IntegrityError(f"sha1://{t.sha1}: the assembled file hashes to {whole}; discarded")
                 with storage_errors(str(self.partial_dir)):
                     await trio.to_thread.run_sync(os.fsync, fd)
@@ -247,9 +238,9 @@ class Fetcher(BackgroundHost):
         except LocalStorageError:
             # This disk refused the bytes (not the source's fault): free the space the part took;
             # the next transfer starts over.
-            await trio.to_thread.run_sync(_remove, part, record)
+            await trio.to_thread.run_sync(remove, part, record)
             raise
-        await trio.to_thread.run_sync(_remove, record)
+        await trio.to_thread.run_sync(remove, record)
         if self.on_fetched is not None:
             self.on_fetched(t.sha1, size, sources[0].source.label)
         return path
@@ -310,7 +301,7 @@ class Fetcher(BackgroundHost):
             for fn in t.progress:
                 fn(done, t.size)
             if t.chunks[i].sha1 is not None:
-                nursery.start_soon(_record_chunk, fd, record, i)
+                nursery.start_soon(record_chunk, fd, record, i)
 
     async def _fetch_chunk(self, t: Transfer, i: int, sources: list[SourceState], fd: int) -> None:
         chunk = t.chunks[i]
@@ -325,7 +316,7 @@ class Fetcher(BackgroundHost):
             state = live[turn % len(live)]
             turn += 1
             try:
-                digest = await trio.to_thread.run_sync(_download, state.source, t.sha1, chunk, fd)
+                digest = await trio.to_thread.run_sync(download, state.source, t.sha1, chunk, fd)
             except SourceRefused as e:
                 state.dropped = str(e)
                 continue
@@ -357,77 +348,5 @@ class Fetcher(BackgroundHost):
         h = hashlib.sha1()
         for i, chunk in enumerate(t.chunks):
             await t._events[i].wait()
-            await trio.to_thread.run_sync(_hash_range, h, fd, chunk.start, chunk.end)
+            await trio.to_thread.run_sync(hash_range, h, fd, chunk.start, chunk.end)
         return h.hexdigest()
-
-
-async def _record_chunk(fd: int, record: Any, i: int) -> None:
-    """A verified chunk is listed for a resume only once its bytes are on disk."""
-    with storage_errors("the partial/ directory"):
-        await trio.to_thread.run_sync(os.fdatasync, fd)
-        record.write(f"chunk {i}\n")
-        record.flush()
-
-
-def _download(source: Source, sha1: str, chunk: Chunk, fd: int) -> str:
-    """Stream one chunk into the part file at its offset, hashing it in the same pass.
-
-    A write the local disk refuses is a LocalStorageError, whatever the source wraps it in: it fails
-    the transfer without counting against the source."""
-    h = hashlib.sha1()
-    pos = chunk.start
-    refused: LocalStorageError | None = None
-
-    def sink(view: memoryview) -> None:
-        nonlocal pos, refused
-        h.update(view)
-        while len(view):
-            try:
-                n = os.pwrite(fd, view, pos)
-            except OSError as e:
-                refused = local_storage_error(e, "the partial/ directory") or \
-                    LocalStorageError(f"cannot write a part file: {e}", e.errno)
-                raise refused from None
-            pos += n
-            view = view[n:]
-    try:
-        source.read_range(sha1, chunk.start, chunk.end, sink)
-    except Exception:
-        if refused is not None:
-            raise refused from None
-        raise
-    return h.hexdigest()
-
-
-def _hash_range(h: Any, fd: int, start: int, end: int) -> None:
-    pos = start
-    while pos < end:
-        block = os.pread(fd, min(HASH_BLOCK, end - pos), pos)
-        if not block:
-            raise IntegrityError("part file shorter than planned")
-        h.update(block)
-        pos += len(block)
-
-
-def _resume(part: Path, record: Path, size: int, chunks: list[Chunk], manifest_sha1: str | None) -> set[int]:
-    """Chunks verified by an earlier, interrupted transfer of the same plan."""
-    header = f"plan {manifest_sha1 or '-'} {size}\n"
-    try:
-        lines = record.read_text().splitlines(keepends=True)
-        if part.stat().st_size == size and lines and lines[0] == header:
-            # Whole lines only: a torn append ("chu" + "chunk 2") never names a chunk.
-            found = {int(m.group(1)) for x in lines[1:] if (m := _RECORD_RE.match(x))}
-            return {i for i in found if i < len(chunks) and chunks[i].sha1 is not None}
-    except (OSError, ValueError):
-        pass
-    _remove(part, record)
-    record.write_text(header)
-    return set()
-
-
-def _remove(*paths: Path) -> None:
-    for p in paths:
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
