@@ -1,7 +1,8 @@
 """ExceptionGroups (trio nurseries deliver every error in one) -> the one error to report.
 
 Code that catches a bare exception where a nursery runs inside must look into the group; these
-helpers pick the error that says most: the first deliberate one (KacheryError), else the first.
+helpers pick the error that says most: the first deliberate one (KacheryError), else the first
+OSError, else the first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ def leaves(error: BaseException) -> list[BaseException]:
 
 def first_error(error: BaseException) -> BaseException:
     """The error to report from `error` (a group or not): the first KacheryError, else the first
-    leaf that is not a cancellation-style BaseException, else the first leaf."""
+    OSError (a disk or network failure says more than the BrokenResourceError a sibling task got
+    because of it), else the first Exception, else the first leaf."""
     found = leaves(error)
-    return next((e for e in found if isinstance(e, KacheryError)),
-                next((e for e in found if isinstance(e, Exception)), found[0] if found else error))
+    for kind in (KacheryError, OSError, Exception):
+        for e in found:
+            if isinstance(e, kind):
+                return e
+    return found[0] if found else error

@@ -119,6 +119,9 @@ class IncomingFiles:
             await trio.to_thread.run_sync(writer.write, batch)
         except (OSError, LocalStorageError) as e:      # e.g. ENOSPC in the storage dir
             inc.error = e
+        except Exception as e:                        # a bug: fail this file, keep the mount
+            log.exception("writing incoming/%s failed", inc.entry.name)
+            inc.error = OSError(errno.EIO, f"internal error: {e}")
         finally:
             done.set()
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from kachery_client.store import Store
@@ -104,3 +106,24 @@ def test_fetch_from_a_peer(tmp_path):
             assert small.returncode == 0, small.stderr
             got = run_cli("kachery-cat", small.stdout.decode().strip(), env=client_env(b))
             assert got.returncode == 0 and got.stdout == b"fits", got.stderr
+
+
+def test_auth_rotation_on_a_full_disk(tmp_path):
+    with small_fs(tmp_path / "small") as storage, \
+            running_node(storage, args=("--auth-rotation-seconds", "0.2")) as node:
+        filler = storage / "filler"
+        with open(filler, "wb", buffering=0) as f, pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * (1 << 20))
+        deadline = time.monotonic() + 20
+        while "rotating the client auth code failed" not in node.log():
+            assert time.monotonic() < deadline, node.log()[-2000:]
+            time.sleep(0.05)
+        code = node.auth_code()
+        assert node.post("/probe").status_code == 200            # the published code still works
+        assert not list(storage.glob("client-auth.tmp.*"))
+        filler.unlink()
+        while node.auth_code() == code:                          # and rotation resumes
+            assert time.monotonic() < deadline + 20, node.log()[-2000:]
+            time.sleep(0.05)
+        assert node.proc.poll() is None and node.post("/probe").status_code == 200

@@ -32,6 +32,7 @@ from kacheryfs.feeds.service import FeedService
 from kacheryfs.feeds.store import Feeds
 from kacheryfs.fuse.ops import Operations, errno_for
 from kacheryfs.fuse.vfs import ROOT_INODE, VFS
+from kacheryfs.http.errors import deliberate, kind_and_status
 from kacheryfs.node import Node
 from kacheryfs.security.keys import load_or_create_node_keys
 from kacheryfs.security.peer_auth import new_nonce, sign_request
@@ -62,9 +63,25 @@ def node(tmp_path):
     (RuntimeError("a bug"), errno.EIO),
     (ExceptionGroup("g", [RuntimeError("a bug"), LocalStorageError("full", errno.ENOSPC)]), errno.ENOSPC),
     (ExceptionGroup("g", [ExceptionGroup("inner", [NotFoundError("x")])]), errno.ENOENT),
+    # a sibling task's BrokenResourceError (the channel its writer closed) says less than the cause
+    (ExceptionGroup("g", [trio.BrokenResourceError(), OSError(errno.ENOSPC, "full")]), errno.ENOSPC),
 ])
 def test_errno_per_error_kind(error, code):
     assert errno_for(error, "test") == code
+
+
+@pytest.mark.parametrize("error, kind, status", [
+    (ExceptionGroup("g", [trio.BrokenResourceError(), OSError(errno.ENOSPC, "full")]), "local-storage", 507),
+    (OSError(errno.EDQUOT, "quota"), "local-storage", 507),
+    (TransferError("x"), "source-failed", 502),
+    (IntegrityError("x"), "integrity", 502),
+    (NotFoundError("x"), "not-found", 404),
+    (UsageError("x"), "invalid", 400),
+    (RuntimeError("a bug"), "internal", 500),
+    (OSError(errno.ENOENT, "no"), "internal", 500),
+])
+def test_http_status_per_error_kind(error, kind, status):
+    assert kind_and_status(deliberate(error)) == (kind, status)
 
 
 def test_no_handler_lets_a_non_fuse_error_out(node, tmp_path):
