@@ -52,7 +52,7 @@ FunctionType = Literal["pure-calculation", "query", "action"]
 NonNegInt = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 Msec = Annotated[float, Meta(ge=0, le=MAX_MSEC)]          # ints are accepted, bools and NaN are not
 ShortStr = Annotated[str, Meta(max_length=1000)]
-Path = Annotated[str, Meta(min_length=1, max_length=4096)]
+FilePath = Annotated[str, Meta(min_length=1, max_length=4096)]
 Nonce = Annotated[str, Meta(pattern="^[0-9a-f]{32}$")]
 
 
@@ -99,14 +99,14 @@ class DownloadFileData(Struct):
 
 
 class LinkFile(Struct):
-    localFilePath: Path
+    localFilePath: FilePath
     size: NonNegInt
     mtime: Annotated[float, Meta(ge=-1e12, le=1e12)]
 
 
 class AddedNotice(Struct):
     sha1: Sha1
-    name: Path | None = None
+    name: FilePath | None = None
     manifestSha1: Sha1 | None = None
 
 
@@ -114,7 +114,7 @@ class Added(Struct):
     """{"blobs": [notice, ...]} or one notice {"sha1", "name", "manifestSha1"}."""
     blobs: Annotated[list[AddedNotice], Meta(max_length=100_000)] | None = None
     sha1: Sha1 | None = None
-    name: Path | None = None
+    name: FilePath | None = None
     manifestSha1: Sha1 | None = None
 
     def notices(self) -> list[AddedNotice]:

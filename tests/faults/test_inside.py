@@ -36,8 +36,9 @@ from kacheryfs.http.errors import deliberate, kind_and_status
 from kacheryfs.node import Node
 from kacheryfs.security.keys import load_or_create_node_keys
 from kacheryfs.security.peer_auth import new_nonce, sign_request
-from tests.support.network import write_config
-from tests.support.nodeproc import running_node
+from tests.support.cli import run_cli
+from tests.support.network import source_and_reader, write_config
+from tests.support.nodeproc import client_env, running_node
 
 SF = hashlib.sha1(b"sf").hexdigest()
 
@@ -223,3 +224,13 @@ def test_a_replayed_acting_peer_request_is_refused(tmp_path):
                           headers=sign_request(keys, "tasks", "POST", path, unsigned_nonce), timeout=30)
         assert r.status_code == 400 and "nonce" in r.json()["error"]
 
+
+
+def test_an_unreachable_peer_is_not_not_found(tmp_path):
+    """The error kind travels in the /loadFile frame: sources that fail are not missing content."""
+    _, sb, _ = source_and_reader(tmp_path)          # A is never started: its port refuses
+    with running_node(sb) as b:
+        r = run_cli("kachery-load", "sha1://" + "1" * 40 + "/x", env=client_env(b))
+        assert r.returncode == 5 and r.stderr.decode().count("\n") == 1, r.stderr   # TransferError
+        frame = b.post("/loadFile", json={"fileKey": {"sha1": "1" * 40}}).content
+        assert b'"kind":"source-failed"' in frame
