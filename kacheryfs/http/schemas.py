@@ -6,7 +6,9 @@
   (JSON has no literal for them; a number too large for a double is "out of range");
 * bounded: bodies up to MAX_BODY bytes, nesting at most MAX_DEPTH levels deep (checked on the raw
   bytes before decoding, so a few thousand `[` never reach a recursive decoder, nor the handlers'
-  canonical JSON), lists and maps by their Meta bounds;
+  canonical JSON), lists and maps by their Meta bounds. Measured with msgspec 0.23: 500 levels
+  decode, 1,000 and more raise RecursionError, in `Any` fields and in unknown (skipped) fields
+  alike; the pre-scan makes that unreachable;
 * unknown fields are ignored (docs/PROTOCOL.md section 3: the original's refusal was defect 14).
 
 A body that fails raises `SchemaError` (a UsageError: HTTP 400) whose message names the field:
