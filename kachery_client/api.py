@@ -22,6 +22,7 @@ from . import safe_pickle
 from .config import Config
 from .errors import IntegrityError, LocalFileError, NotFoundError, OfflineError, UsageError
 from .node_http import NodeClient, is_writable_dir
+from .storage_errors import storage_errors
 from .store import Store, StoredBlob
 from .uri import FileURI, format_file_uri, is_file_uri, parse_file_uri
 
@@ -109,7 +110,8 @@ def store_file(path: str | os.PathLike[str], basename: str | None = None,
     ctx = _context()
     store = ctx.writable_local_store()
     if store is not None:
-        blob = store.add_file(path, progress)
+        with storage_errors(str(store.root)):      # a refused write: LocalStorageError
+            blob = store.add_file(path, progress)
         if not ctx.config.offline:
             ctx.node().notify_added(blob.sha1, name, blob.manifest_sha1)
     else:
@@ -122,7 +124,8 @@ def store_bytes(data: bytes, basename: str = "file.dat") -> str:
     ctx = _context()
     store = ctx.writable_local_store()
     if store is not None:
-        blob = store.add_bytes(data)
+        with storage_errors(str(store.root)):
+            blob = store.add_bytes(data)
         if not ctx.config.offline:
             ctx.node().notify_added(blob.sha1, basename, blob.manifest_sha1)
     else:
@@ -159,7 +162,8 @@ def link_file(path: str | os.PathLike[str], basename: str | None = None) -> str:
     if ctx.config.offline:
         store = ctx.writable_local_store()
         assert store is not None
-        blob = store.link(path)
+        with storage_errors(str(store.root)):
+            blob = store.link(path)
     else:
         try:
             st = os.stat(path)
@@ -217,7 +221,7 @@ def _locate(furi: FileURI, local_only: bool) -> Path:
 def download(ctx: _Context, furi: FileURI) -> Path:
     """Bytes from a node on another host, verified before they become a blob here."""
     cache = ctx.cache_store()
-    with cache.writer(expected_sha1=furi.sha1) as w:
+    with storage_errors(str(cache.root)), cache.writer(expected_sha1=furi.sha1) as w:
         for block in ctx.node().download(furi.sha1):
             w.write(block)
         w.commit()

@@ -1,7 +1,9 @@
 """The kachery-* commands: parse arguments, call the API, print. No logic of their own.
 
 Results go to stdout; progress and errors to stderr. A KacheryError (a user mistake or a
-missing file, node or hash) is printed as one line and exits 1, without a traceback.
+missing file, node or hash), or a write the local disk refused, is printed as one line, without a
+traceback, and exits with the code of its kind (exit_codes.py: 2 usage, 3 not found, 6 local
+storage, ...).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import click
 
 from . import __version__, api
 from .errors import KacheryError
+from .exit_codes import one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROGRESS_MIN_BYTES = 100_000_000
@@ -26,11 +29,14 @@ def _errors_as_one_line(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except KacheryError as e:
-            raise click.ClickException(str(e)) from None
         except BrokenPipeError:
             sys.stderr.close()      # `kachery-cat … | head`: not an error
             raise SystemExit(0) from None
+        except (KacheryError, OSError) as e:
+            failure = one_line(e)
+            if failure is None:
+                raise
+            raise failure from None
     return wrapper  # type: ignore[return-value]
 
 

@@ -22,13 +22,28 @@ from typing import IO, Any
 import requests
 
 from .config import Config
-from .errors import AuthError, KacheryError, NodeError, NodeUnavailableError, NotFoundError
+from .errors import (
+    AuthError,
+    IntegrityError,
+    KacheryError,
+    LocalStorageError,
+    NodeError,
+    NodeUnavailableError,
+    NotFoundError,
+    TransferError,
+)
 from .store import StoredBlob
 from .uri import FileURI
 
 log = logging.getLogger(__name__)
 AUTH_HEADER = "KACHERY-CLIENT-AUTH-CODE"
 PROBE_CACHE_SECONDS = 10.0
+# The node's error kinds (HTTP error bodies, /store failures, /loadFile error frames; docs/PROTOCOL.md
+# section 15) -> our errors. Anything else is a NodeError.
+KIND_ERRORS: dict[str, type[KacheryError]] = {
+    "auth": AuthError, "not-found": NotFoundError, "integrity": IntegrityError,
+    "source-failed": TransferError, "local-storage": LocalStorageError,
+}
 AUTH_CACHE_SECONDS = 60.0
 ProgressFn = Callable[[int, int], None]
 
@@ -186,7 +201,9 @@ class NodeClient:
                 elif kind == "finished":
                     return str(frame["localFilePath"])
                 elif kind == "error":
-                    raise NotFoundError(f"sha1://{uri.sha1}: {frame.get('error')}")
+                    # The original (and a node before kinds) meant "not found" by every error frame.
+                    error = KIND_ERRORS.get(str(frame.get("kind", "not-found")), NodeError)
+                    raise error(f"sha1://{uri.sha1}: {frame.get('error')}")
         raise NodeError(f"the node ended /loadFile for sha1://{uri.sha1} without an answer")
 
     def download(self, sha1: str, start: int | None = None, end: int | None = None) -> Iterator[bytes]:
@@ -200,7 +217,8 @@ class NodeClient:
     @staticmethod
     def _checked(obj: dict[str, Any], path: str) -> dict[str, Any]:
         if not obj.get("success"):
-            raise NodeError(f"{path} failed: {obj.get('error') or 'no reason given'}")
+            error = KIND_ERRORS.get(str(obj.get("kind")), NodeError)
+            raise error(f"{path} failed: {obj.get('error') or 'no reason given'}")
         return obj
 
 
@@ -279,15 +297,28 @@ def iter_frames(raw: IO[bytes]) -> Iterator[dict[str, Any]]:
         yield frame
 
 
+_STATUS_ERRORS: dict[int, type[KacheryError]] = {404: NotFoundError, 502: TransferError, 507: LocalStorageError}
+
+
 def _checked_status(r: requests.Response, what: str, refused: str) -> requests.Response:
-    """HTTP statuses -> our errors, once: 403 AuthError, 404 NotFoundError, other non-200 NodeError."""
+    """HTTP statuses -> our errors, once: 403 AuthError, 404 NotFoundError, 502 TransferError (or
+    IntegrityError by its kind), 507 LocalStorageError (the node's disk), other non-200 NodeError."""
     if r.status_code == 403:
         raise AuthError(f"{refused}: {_error_text(r)}")
     if r.status_code == 404:
         raise NotFoundError(_error_text(r))
     if r.status_code != 200:
-        raise NodeError(f"{what}: HTTP {r.status_code}: {_error_text(r)}")
+        error = KIND_ERRORS.get(_error_kind(r), _STATUS_ERRORS.get(r.status_code, NodeError))
+        raise error(f"{what}: HTTP {r.status_code}: {_error_text(r)}")
     return r
+
+
+def _error_kind(r: requests.Response) -> str:
+    try:
+        obj = r.json()
+    except ValueError:
+        return ""
+    return str(obj.get("kind", "")) if isinstance(obj, dict) else ""
 
 
 def _error_text(r: requests.Response) -> str:

@@ -16,6 +16,7 @@ import requests
 
 from kachery_client.config import DEFAULT_PORT, DEFAULT_STORAGE_DIR
 from kachery_client.errors import KacheryError
+from kachery_client.exit_codes import OneLineError, one_line
 from kacheryfs import __version__
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,13 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
     _setup_logging(log_file, log_level)
     try:
         node = Node(Path(storage_dir), config_path=Path(config_path).expanduser() if config_path else None)
-    except (KacheryError, PermissionError) as e:
+    except PermissionError as e:
         raise click.ClickException(str(e)) from None
+    except (KacheryError, OSError) as e:
+        failure = one_line(e)           # exit codes per kind: kachery_client/exit_codes.py
+        if failure is None:
+            raise
+        raise failure from None
     extra = []
     if not no_mount:
         try:
@@ -104,7 +110,12 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
         extra.append(functools.partial(run_mount, node, where, fetch_timeout=fetch_timeout))
     try:
         trio.run(lambda: serve(node, host, port, extra_tasks=extra, auth_rotation_seconds=auth_rotation_seconds))
+    except KacheryError as e:
+        raise OneLineError(e) from None
     except OSError as e:
+        failure = one_line(e)
+        if failure is not None:
+            raise failure from None
         raise click.ClickException(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
     finally:
         node.close()

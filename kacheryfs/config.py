@@ -32,16 +32,24 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from kachery_client.errors import UsageError
 
 ROLES = ("download", "upload", "serve")
 CONFIG_NAME = "kacheryfs.toml"
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+# The one channel-name rule (the original's): 3-40 characters, dot-separated [A-Za-z0-9_-]+ parts.
+CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+_CHANNEL_NAME_RE = re.compile(CHANNEL_NAME_PATTERN)
 _NODE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)[iI]?[bB]?\s*$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def is_channel_name(name: Any) -> bool:
+    return isinstance(name, str) and 3 <= len(name) <= 40 and _CHANNEL_NAME_RE.match(name) is not None
 
 
 class ConfigError(UsageError):
@@ -111,65 +119,97 @@ def load_config(path: Path, *, required: bool = False) -> NodeConfig:
     return parse_config(raw, path)
 
 
+# The file's shape, decoded strictly (msgspec: no bool for an int, unknown settings refused); the
+# rules between settings are checked after, in parse_config.
+
+class _BucketFile(msgspec.Struct, forbid_unknown_fields=True):
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+
+class _ChannelFile(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    roles: list[str] = msgspec.field(default_factory=lambda: list(ROLES))
+    peers: list[str] = msgspec.field(default_factory=list)
+    members: list[str] = msgspec.field(default_factory=list)
+    bucket: _BucketFile | None = None
+    upload_all: bool = False
+
+
+class _NodeFile(msgspec.Struct, forbid_unknown_fields=True):
+    peer_listen: str | None = None
+    cache_max_bytes: int | str | None = None
+    fetch_connections: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+
+
+class _ConfigFile(msgspec.Struct, forbid_unknown_fields=True):
+    node: _NodeFile = msgspec.field(default_factory=_NodeFile)
+    channel: list[_ChannelFile] = msgspec.field(default_factory=list)
+
+
+_PLACE = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def _decode(raw: dict[str, Any], where: str) -> _ConfigFile:
+    try:
+        return msgspec.convert(raw, _ConfigFile)
+    except msgspec.ValidationError as e:
+        message = str(e).replace("Object contains unknown field", "unknown setting")
+        m = _PLACE.search(message)
+        if m:     # "$.channel[0].roles" -> "[[channel]] #1: roles"
+            place = re.sub(r"^channel\[(\d+)\]\.?", lambda c: f"[[channel]] #{int(c.group(1)) + 1} ", m.group(1))
+            place = re.sub(r"^node\.?", "[node] ", place).strip()
+            message = f"{place or 'top level'}: {message[:m.start()]}"
+        raise ConfigError(f"{where}: {message}") from None
+
+
 def parse_config(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
     where = str(path) if path else "config"
-    node = _table(raw.get("node", {}), f"{where}: [node]")
-    _no_unknown(node, {"peer_listen", "cache_max_bytes", "fetch_connections"}, f"{where}: [node]")
-    _no_unknown(raw, {"node", "channel"}, where)
+    file = _decode(raw, where)
     channels = []
     seen = set()
-    for i, c in enumerate(raw.get("channel", [])):
-        ch = _parse_channel(_table(c, f"{where}: [[channel]] #{i + 1}"), f"{where}: [[channel]] #{i + 1}")
+    for i, c in enumerate(file.channel):
+        ch = _parse_channel(c, f"{where}: [[channel]] #{i + 1}")
         if ch.name in seen:
             raise ConfigError(f"{where}: channel {ch.name!r} is defined twice")
         seen.add(ch.name)
         channels.append(ch)
-    fetch_connections = node.get("fetch_connections", 4)
-    if not isinstance(fetch_connections, int) or not 1 <= fetch_connections <= 64:
-        raise ConfigError(f"{where}: [node] fetch_connections must be an integer from 1 to 64")
-    cache = node.get("cache_max_bytes")
+    node = file.node
+    cache = node.cache_max_bytes
     return NodeConfig(
         channels=tuple(channels),
-        peer_listen=_parse_listen(node["peer_listen"], where) if "peer_listen" in node else None,
+        peer_listen=_parse_listen(node.peer_listen, where) if node.peer_listen is not None else None,
         cache_max_bytes=parse_size(cache, f"{where}: [node] cache_max_bytes") if cache not in (None, 0) else None,
-        fetch_connections=fetch_connections, path=path)
+        fetch_connections=node.fetch_connections, path=path)
 
 
-def _parse_channel(c: dict[str, Any], where: str) -> ChannelConfig:
-    _no_unknown(c, {"name", "roles", "peers", "members", "bucket", "upload_all"}, where)
-    name = c.get("name")
-    if not isinstance(name, str) or not 3 <= len(name) <= 40 or not _NAME_RE.match(name):
+def _parse_channel(c: _ChannelFile, where: str) -> ChannelConfig:
+    if not is_channel_name(c.name):
         raise ConfigError(f"{where}: name must be 3-40 characters of letters, digits, '_', '-', '.'")
-    where = f"{where} ({name})"
-    roles = tuple(_str_list(c.get("roles", list(ROLES)), f"{where}: roles"))
+    where = f"{where} ({c.name})"
+    roles = tuple(c.roles)
     bad = [r for r in roles if r not in ROLES]
     if bad:
         raise ConfigError(f"{where}: unknown role(s) {bad}; roles are {list(ROLES)}")
-    peers = tuple(p.rstrip("/") for p in _str_list(c.get("peers", []), f"{where}: peers"))
+    peers = tuple(p.rstrip("/") for p in c.peers)
     for p in peers:
         if not p.startswith(("http://", "https://")):
             raise ConfigError(f"{where}: peer {p!r} is not an http(s):// URL")
-    members = _str_list(c.get("members", []), f"{where}: members")
-    for m in members:
+    for m in c.members:
         if not _NODE_ID_RE.match(m):
             raise ConfigError(f"{where}: member {m!r} is not a node id (64 lowercase hex digits)")
     bucket = None
-    if "bucket" in c:
-        b = _table(c["bucket"], f"{where}: bucket")
-        _no_unknown(b, {"bucket", "prefix", "endpoint_url", "region", "profile"}, f"{where}: bucket")
-        if not isinstance(b.get("bucket"), str) or not b["bucket"]:
+    if c.bucket is not None:
+        b = c.bucket
+        if not b.bucket:
             raise ConfigError(f"{where}: bucket.bucket (the bucket's name) is required")
-        for k in ("prefix", "endpoint_url", "region", "profile"):
-            if k in b and not isinstance(b[k], str):
-                raise ConfigError(f"{where}: bucket.{k} must be a string")
-        bucket = BucketConfig(b["bucket"], b.get("prefix", ""), b.get("endpoint_url"), b.get("region"),
-                              b.get("profile"))
-    upload_all = c.get("upload_all", False)
-    if not isinstance(upload_all, bool):
-        raise ConfigError(f"{where}: upload_all must be true or false")
-    if upload_all and (bucket is None or "upload" not in roles):
+        bucket = BucketConfig(b.bucket, b.prefix, b.endpoint_url, b.region, b.profile)
+    if c.upload_all and (bucket is None or "upload" not in roles):
         raise ConfigError(f"{where}: upload_all needs a bucket and the upload role")
-    return ChannelConfig(name, roles, peers, frozenset(members), bucket, upload_all)
+    return ChannelConfig(c.name, roles, peers, frozenset(c.members), bucket, c.upload_all)
 
 
 def parse_size(value: Any, where: str) -> int:
@@ -187,22 +227,3 @@ def _parse_listen(value: Any, where: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}: [node] peer_listen must look like \"0.0.0.0:20432\", not {value!r}")
     return host.strip("[]"), int(port)
-
-
-def _table(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where} must be a table")
-    return value
-
-
-def _str_list(value: Any, where: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where} must be a list of strings")
-    return value
-
-
-def _no_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {sorted(known)}")
-

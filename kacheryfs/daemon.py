@@ -23,6 +23,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio import tcp_server as _hypercorn_tcp
 
+from kacheryfs.background import backoff
 from kacheryfs.http.app import make_app
 from kacheryfs.http.peer_routes import make_peer_app
 from kacheryfs.node import Node
@@ -109,9 +110,15 @@ async def _stop_on_signals(stop: trio.Event) -> None:
 
 
 async def _rotate_auth(node: Node, period: float) -> None:
+    failures = 0
     while True:
-        await trio.sleep(period)
-        await trio.to_thread.run_sync(node.auth.rotate)
+        await trio.sleep(backoff(failures) if failures else period)
+        try:
+            await trio.to_thread.run_sync(node.auth.rotate)
+            failures = 0
+        except Exception:           # e.g. a full disk: keep the current code, try again soon
+            failures += 1
+            log.exception("rotating the client auth code failed (attempt %d)", failures)
 
 
 def notify_systemd(message: str) -> None:

@@ -23,6 +23,7 @@ from kachery_client.errors import NotFoundError, UsageError
 from kachery_client.hashing import CHUNK_SIZE, ContentHasher
 from kachery_client.store import Store
 from kachery_client.uri import check_name, check_sha1
+from kacheryfs.background import backoff
 from kacheryfs.config import CONFIG_NAME, NodeConfig, load_config
 from kacheryfs.content.fetcher import Fetcher, Transfer
 from kacheryfs.content.index import NodeIndex
@@ -35,6 +36,7 @@ from kacheryfs.feeds.service import FeedService
 from kacheryfs.feeds.store import Feeds
 from kacheryfs.security.client_auth import ClientAuth
 from kacheryfs.security.keys import KeyPair, load_or_create_node_keys, write_private_file
+from kacheryfs.security.peer_auth import NonceGuard
 from kacheryfs.tasks.forwarding import TaskForwarder
 from kacheryfs.tasks.hub import TaskHub
 from kacheryfs.tasks.results import TaskResultIndex, TaskResults
@@ -70,6 +72,7 @@ class Node:
         self.node_id = self.keys.public_hex
         write_private_file(self.storage_dir / "kachery-node-id", self.node_id.encode(), mode=0o644)
         self.auth = ClientAuth(self.storage_dir)
+        self.peer_nonces = NonceGuard()          # one-time nonces of acting peer requests
         self.mutables = Mutables(self.storage_dir / "mutables.db")
         self.index = NodeIndex(self.storage_dir / "kacheryfs.db")
         self.stats = Stats()
@@ -116,11 +119,17 @@ class Node:
             task_status.started()
 
     async def _upload_loop(self, receive: trio.MemoryReceiveChannel[tuple[str, str]]) -> None:
+        failures = 0
         async for sha1, channel in receive:
             try:
                 await self.upload(sha1, channel)
+                failures = 0
             except (UsageError, NotFoundError, SourceError) as e:
                 log.warning("upload of sha1://%s to channel %s failed: %s", sha1, channel, e)
+            except Exception:           # log, back off, go on: the loop outlives any one upload
+                failures += 1
+                log.exception("upload of sha1://%s to channel %s failed unexpectedly", sha1, channel)
+                await trio.sleep(backoff(failures))
 
     def blob_added(self, sha1: str) -> None:
         """A client stored a blob here: queue it for the channels that upload everything."""
@@ -155,12 +164,21 @@ class Node:
         self._evict_wanted.set()
 
     async def _cache_limit_loop(self) -> None:
+        failures = 0
         while True:
             await self._evict_wanted.wait()
             self._evict_wanted = trio.Event()
             limit = self.config.cache_max_bytes
             assert limit
-            removed = await trio.to_thread.run_sync(self.evict_to, limit)
+            try:
+                removed = await trio.to_thread.run_sync(self.evict_to, limit)
+                failures = 0
+            except Exception:           # log, back off, try again: the limit must keep holding
+                failures += 1
+                log.exception("cache limit: eviction failed (attempt %d)", failures)
+                self._evict_wanted.set()
+                await trio.sleep(backoff(failures))
+                continue
             if removed:
                 log.info("cache limit: evicted %d blobs held by peers or buckets", removed)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -20,6 +19,8 @@ from tests.support.mount import mounted_node
 from tests.support.network import node_id, source_and_reader, write_config
 from tests.support.nodeproc import client_env, free_port, running_node, start_node
 from tests.support.seaweed import running_seaweed
+from tests.support.storecheck import make_file
+from tests.support.storecheck import sha1_of as sha1_file
 
 CHANNEL = "testchan"
 BIG_MB = int(os.environ.get("KACHERY_TEST_BIG_MB", "1024"))
@@ -39,24 +40,6 @@ def store_on(node, path: Path, *extra: str) -> str:
     out = run_cli("kachery-store", str(path), *extra, env=client_env(node), timeout=300)
     assert out.returncode == 0, out.stderr.decode() + node.log()[-2000:]
     return out.stdout.decode().strip()
-
-
-def sha1_file(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def make_file(path: Path, size: int) -> Path:
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            block = os.urandom(min(left, 4 << 20))
-            f.write(block)
-            left -= len(block)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -58,9 +58,19 @@ def test_store_and_load_file_frames(node):
     last = json.dumps({"type": "finished", "localFilePath": str(blob)}, separators=(",", ":")).encode()
     assert r.content == b"%d#%s%d#%s" % (len(first), first, len(last), last)
     r = node.post("/loadFile", json={"fileKey": {"sha1": HELLO}, "channelName": "x"})
-    assert r.content.endswith(b'{"type":"error","error":"Invalid api load file request"}')
+    frame = _last_frame(r.content)      # the original's frame, plus our "kind" (PROTOCOL.md section 15)
+    assert frame["type"] == "error" and frame["error"] == "Invalid api load file request"
+    assert frame["kind"] == "invalid" and "channel name" in frame["detail"]
     r = node.post("/loadFile", json={"fileKey": {"sha1": "1" * 40}})
-    assert r.content.endswith(b'{"type":"error","error":"Unable to find file"}')
+    assert _last_frame(r.content) == {"type": "error", "kind": "not-found", "error": "Unable to find file"}
+    assert node.post("/loadFile", data=b"not json").status_code == 400
+
+
+def _last_frame(content: bytes) -> dict:
+    import io
+
+    from kachery_client.node_http import iter_frames
+    return list(iter_frames(io.BytesIO(content)))[-1]
 
 
 def test_store_edge_cases(node):

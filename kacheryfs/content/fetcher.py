@@ -14,7 +14,8 @@ that gives up (a cancelled request) does not stop it. Transfers run in the fetch
     and its source dropped from this transfer (it served bad bytes); a source that fails is
     retried with backoff, then dropped. A verified chunk is readable at once; in the background
     it is fdatasync'ed, then its index appended to <sha1>.chunks: after a crash or stop the next
-    transfer resumes from those;
+    transfer resumes from those. A write the local disk refuses (ENOSPC, ...) fails the transfer
+    with LocalStorageError, blames no source, and removes the part file to free the space;
  4. hashes the whole file in order while chunks arrive, and publishes it into the store only
     if that matches too. Nothing unverified is ever served.
 
@@ -25,10 +26,10 @@ returns as soon as they are verified.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,30 +38,30 @@ from typing import Any
 
 import trio
 
-from kachery_client.errors import IntegrityError, KacheryError, NotFoundError, TransferError
+from kachery_client.errors import (
+    IntegrityError,
+    KacheryError,
+    LocalStorageError,
+    NotFoundError,
+    TransferError,
+)
 from kachery_client.hashing import CHUNK_SIZE, parse_manifest
+from kachery_client.storage_errors import storage_errors
 from kachery_client.store import Store
 from kachery_client.uri import check_sha1
 from kacheryfs.background import BackgroundHost
+from kacheryfs.content.partfile import Chunk, download, hash_range, record_chunk, remove, resume
 from kacheryfs.content.sources import RemoteBlob, Source, SourceError, SourceRefused
+from kacheryfs.exception_groups import first_error
 
 log = logging.getLogger(__name__)
 
 STAT_TIMEOUT = 15.0
 MAX_SOURCE_FAILURES = 3          # consecutive failures before a source is dropped from a transfer
 BACKOFF_BASE = 0.2               # seconds, doubled per failure
-HASH_BLOCK = 8 << 20
 BAD_BYTES_STRIKES = 2            # a source that serves bad bytes this often is dropped
-_RECORD_RE = re.compile(r"^chunk (\d+)\n$")
 ProgressFn = Callable[[int, int], None]
 FetchedFn = Callable[[str, int, str], None]        # (sha1, size, source label): the blob is now local
-
-
-@dataclass
-class Chunk:
-    start: int
-    end: int
-    sha1: str | None            # None: a large file without a manifest; only the whole is checked
 
 
 @dataclass
@@ -96,7 +97,7 @@ class Transfer:
 
     def raise_error(self) -> None:
         if self.error is not None:
-            raise type(self.error)(str(self.error))
+            raise copy.copy(self.error).with_traceback(None)     # keeps LocalStorageError.errno
 
     async def wait_range(self, start: int, end: int) -> None:
         """Return once bytes [start, end) are verified in the part file (or the blob is published)."""
@@ -203,32 +204,43 @@ class Fetcher(BackgroundHost):
         if manifest_sha1 is None:
             manifest_sha1 = next((info.manifest_sha1 for _, info in found if info.manifest_sha1), None)
         chunks = await self._plan_chunks(t.sha1, size, manifest_sha1)
-        self.partial_dir.mkdir(parents=True, exist_ok=True)
         part = self.partial_dir / f"{t.sha1}.part"
         record = self.partial_dir / f"{t.sha1}.chunks"
-        present = await trio.to_thread.run_sync(_resume, part, record, size, chunks, manifest_sha1)
-        if present:
-            log.info("resuming sha1://%s with %d of %d chunks already verified", t.sha1, len(present), len(chunks))
-        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            os.ftruncate(fd, size)
-            t._plan(size, chunks, part, present)      # readers may open the part file from here on
-            with open(record, "a") as rec:
-                try:
-                    async with trio.open_nursery() as nursery:
-                        for _ in range(min(self.connections, max(1, len(chunks)))):
-                            nursery.start_soon(self._worker, t, sources, fd, rec, nursery)
-                        whole = await self._hash_in_order(t, fd)
-                except BaseExceptionGroup as group:
-                    raise _first_error(group) from None
-            if whole != t.sha1:
-                await trio.to_thread.run_sync(_remove, part, record)
-                raise IntegrityError(f"sha1://{t.sha1}: the assembled file hashes to {whole}; discarded")
-            await trio.to_thread.run_sync(os.fsync, fd)
-        finally:
-            os.close(fd)
-        path = await trio.to_thread.run_sync(self.store.publish_verified, part, t.sha1)
-        await trio.to_thread.run_sync(_remove, record)
+            with storage_errors(str(self.partial_dir)):
+                self.partial_dir.mkdir(parents=True, exist_ok=True)
+                present = await trio.to_thread.run_sync(resume, part, record, size, chunks, manifest_sha1)
+                if present:
+                    log.info("resuming sha1://%s with %d of %d chunks already verified", t.sha1, len(present),
+                             len(chunks))
+                fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                with storage_errors(str(self.partial_dir)):
+                    os.ftruncate(fd, size)
+                t._plan(size, chunks, part, present)      # readers may open the part file from here on
+                with open(record, "a") as rec:
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            for _ in range(min(self.connections, max(1, len(chunks)))):
+                                nursery.start_soon(self._worker, t, sources, fd, rec, nursery)
+                            whole = await self._hash_in_order(t, fd)
+                    except BaseExceptionGroup as group:
+                        raise first_error(group) from None
+                if whole != t.sha1:
+                    await trio.to_thread.run_sync(remove, part, record)
+                    raise IntegrityError(f"sha1://{t.sha1}: the assembled file hashes to {whole}; discarded")
+                with storage_errors(str(self.partial_dir)):
+                    await trio.to_thread.run_sync(os.fsync, fd)
+            finally:
+                os.close(fd)
+            with storage_errors(str(self.store.root)):
+                path = await trio.to_thread.run_sync(self.store.publish_verified, part, t.sha1)
+        except LocalStorageError:
+            # This disk refused the bytes (not the source's fault): free the space the part took;
+            # the next transfer starts over.
+            await trio.to_thread.run_sync(remove, part, record)
+            raise
+        await trio.to_thread.run_sync(remove, record)
         if self.on_fetched is not None:
             self.on_fetched(t.sha1, size, sources[0].source.label)
         return path
@@ -289,7 +301,7 @@ class Fetcher(BackgroundHost):
             for fn in t.progress:
                 fn(done, t.size)
             if t.chunks[i].sha1 is not None:
-                nursery.start_soon(_record_chunk, fd, record, i)
+                nursery.start_soon(record_chunk, fd, record, i)
 
     async def _fetch_chunk(self, t: Transfer, i: int, sources: list[SourceState], fd: int) -> None:
         chunk = t.chunks[i]
@@ -304,7 +316,7 @@ class Fetcher(BackgroundHost):
             state = live[turn % len(live)]
             turn += 1
             try:
-                digest = await trio.to_thread.run_sync(_download, state.source, t.sha1, chunk, fd)
+                digest = await trio.to_thread.run_sync(download, state.source, t.sha1, chunk, fd)
             except SourceRefused as e:
                 state.dropped = str(e)
                 continue
@@ -336,75 +348,5 @@ class Fetcher(BackgroundHost):
         h = hashlib.sha1()
         for i, chunk in enumerate(t.chunks):
             await t._events[i].wait()
-            await trio.to_thread.run_sync(_hash_range, h, fd, chunk.start, chunk.end)
+            await trio.to_thread.run_sync(hash_range, h, fd, chunk.start, chunk.end)
         return h.hexdigest()
-
-
-async def _record_chunk(fd: int, record: Any, i: int) -> None:
-    """A verified chunk is listed for a resume only once its bytes are on disk."""
-    await trio.to_thread.run_sync(os.fdatasync, fd)
-    record.write(f"chunk {i}\n")
-    record.flush()
-
-
-def _download(source: Source, sha1: str, chunk: Chunk, fd: int) -> str:
-    """Stream one chunk into the part file at its offset, hashing it in the same pass."""
-    h = hashlib.sha1()
-    pos = chunk.start
-
-    def sink(view: memoryview) -> None:
-        nonlocal pos
-        h.update(view)
-        while len(view):
-            n = os.pwrite(fd, view, pos)
-            pos += n
-            view = view[n:]
-    source.read_range(sha1, chunk.start, chunk.end, sink)
-    return h.hexdigest()
-
-
-def _hash_range(h: Any, fd: int, start: int, end: int) -> None:
-    pos = start
-    while pos < end:
-        block = os.pread(fd, min(HASH_BLOCK, end - pos), pos)
-        if not block:
-            raise IntegrityError("part file shorter than planned")
-        h.update(block)
-        pos += len(block)
-
-
-def _resume(part: Path, record: Path, size: int, chunks: list[Chunk], manifest_sha1: str | None) -> set[int]:
-    """Chunks verified by an earlier, interrupted transfer of the same plan."""
-    header = f"plan {manifest_sha1 or '-'} {size}\n"
-    try:
-        lines = record.read_text().splitlines(keepends=True)
-        if part.stat().st_size == size and lines and lines[0] == header:
-            # Whole lines only: a torn append ("chu" + "chunk 2") never names a chunk.
-            found = {int(m.group(1)) for x in lines[1:] if (m := _RECORD_RE.match(x))}
-            return {i for i in found if i < len(chunks) and chunks[i].sha1 is not None}
-    except (OSError, ValueError):
-        pass
-    _remove(part, record)
-    record.write_text(header)
-    return set()
-
-
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The error to report from a nursery's group: the first of ours, else the first."""
-    leaves: list[BaseException] = []
-    todo: list[BaseException] = [group]
-    while todo:
-        e = todo.pop(0)
-        if isinstance(e, BaseExceptionGroup):
-            todo[:0] = list(e.exceptions)
-        else:
-            leaves.append(e)
-    return next((e for e in leaves if isinstance(e, KacheryError)), leaves[0])
-
-
-def _remove(*paths: Path) -> None:
-    for p in paths:
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass

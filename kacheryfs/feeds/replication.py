@@ -10,7 +10,8 @@ Owner side, in the peer API (peer_routes.PEER_JSON_ROUTES):
 Reader side (FeedReplicator): when a client asks this node about a subfeed of a feed it cannot
 write (a watch, a message count), `interest()`
  1. the first time, pulls once from every peer of the node's channels (bounded by
-    INITIAL_PULL_SECONDS), so that the first read already sees the messages that exist;
+    INITIAL_PULL_SECONDS), so that the first read already sees the messages that exist; a pull
+    that fails is logged, never fails the asking request, and never stops step 2;
  2. keeps a follower task per subfeed that long-polls every peer and imports what arrives,
     until nobody has asked about that subfeed for FOLLOW_SECONDS.
 Imports go through Feeds.import_messages, which verifies every signature, the chain and the
@@ -26,12 +27,11 @@ from typing import Any
 
 import trio
 
-from kachery_client.errors import KacheryError, UsageError
+from kachery_client.errors import KacheryError
 from kacheryfs.background import BackgroundHost
 from kacheryfs.content.sources import SourceError
 from kacheryfs.content.sources.peer import PeerSource
 from kacheryfs.feeds.service import FeedService, Watch
-from kacheryfs.feeds.store import check_feed_id, check_subfeed_hash
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,21 @@ class FeedReplicator(BackgroundHost):
             with trio.move_on_after(INITIAL_PULL_SECONDS):
                 async with trio.open_nursery() as nursery:
                     for peer in self.peers:
-                        nursery.start_soon(self._pull_once, peer, feed_id, subfeed_hash, 0)
+                        nursery.start_soon(self._first_pull, peer, feed_id, subfeed_hash)
         finally:
+            # Whatever the first pull did (failed, or the asking request went away), the follower
+            # runs from here on; it retries failing peers itself.
             follower.started.set()
-        self.start_soon(self._follow, key, follower)
+            try:
+                self.start_soon(self._follow, key, follower)
+            except RuntimeError:        # the replicator stopped meanwhile
+                self._followers.pop(key, None)
+
+    async def _first_pull(self, peer: PeerSource, feed_id: str, subfeed_hash: str) -> None:
+        try:
+            await self._pull_once(peer, feed_id, subfeed_hash, 0)
+        except Exception as e:          # the follower retries; the asking request is not failed
+            log.info("first pull of feed %s/%s from %s failed: %s", feed_id[:8], subfeed_hash[:8], peer.label, e)
 
     async def _follow(self, key: tuple[str, str], follower: _Follower) -> None:
         try:
@@ -88,11 +99,12 @@ class FeedReplicator(BackgroundHost):
             try:
                 await self._pull_once(peer, *key, MAX_PEER_WAIT_MSEC, quiet=False)
                 failures = 0
-            except (SourceError, KacheryError) as e:
+            except Exception as e:      # log, back off, go on (unexpected errors included)
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
-                log.info("following feed %s/%s on %s: %s (retrying in %.1f s)", key[0][:8], key[1][:8],
-                         peer.label, e, delay)
+                log.log(logging.INFO if isinstance(e, (SourceError, KacheryError)) else logging.ERROR,
+                        "following feed %s/%s on %s: %s (retrying in %.1f s)", key[0][:8], key[1][:8],
+                        peer.label, e, delay, exc_info=not isinstance(e, (SourceError, KacheryError)))
                 await trio.sleep(delay)
 
     async def _pull_once(self, peer: PeerSource, feed_id: str, subfeed_hash: str, wait_msec: int,
@@ -115,14 +127,10 @@ class FeedReplicator(BackgroundHost):
             log.debug("imported %d messages of feed %s from %s", added, feed_id[:8], peer.label)
 
 
-async def serve_feed_messages(feeds: FeedService, body: dict[str, Any]) -> dict[str, Any]:
-    """The owner's (or any holder's) side of /peer/feed/messages."""
-    feed_id, subfeed_hash = check_feed_id(body.get("feedId")), check_subfeed_hash(body.get("subfeedHash"))
-    position, wait = body.get("position", 0), body.get("waitMsec", 0)
-    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
-        raise UsageError("position must be a non-negative integer")
-    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0:
-        raise UsageError("waitMsec must be a non-negative number")
-    got = await feeds.watch({"w": Watch(feed_id, subfeed_hash, position)}, min(float(wait), MAX_PEER_WAIT_MSEC),
+async def serve_feed_messages(feeds: FeedService, feed_id: str, subfeed_hash: str, position: int,
+                              wait_msec: float) -> dict[str, Any]:
+    """The owner's (or any holder's) side of /peer/feed/messages (the body decoded by
+    http/schemas.PeerFeedMessages)."""
+    got = await feeds.watch({"w": Watch(feed_id, subfeed_hash, position)}, min(wait_msec, MAX_PEER_WAIT_MSEC),
                             signed=True)
     return {"messages": got.get("w", [])}

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from kachery_client.errors import NotFoundError, UsageError
+from kachery_client.errors import LocalStorageError, NotFoundError, UsageError
 from kachery_client.store import BlobWriter, StoredBlob
 from kachery_client.uri import check_name
 from kacheryfs.fuse.entries import Entry, FsError
@@ -46,7 +46,7 @@ class Incoming:
     open_count: int = 0
     sha1: str | None = None
     idle: trio.Event = field(default_factory=_set_event)   # no batch in a worker thread
-    error: OSError | None = None                             # what the last batch hit
+    error: OSError | LocalStorageError | None = None         # what the last batch hit
     received: int = 0                                        # bytes accepted from the kernel
     mtime_ns: int = field(default_factory=time.time_ns)
 
@@ -117,8 +117,11 @@ class IncomingFiles:
     async def _write_batch(inc: Incoming, writer: BlobWriter, batch: bytearray, done: trio.Event) -> None:
         try:
             await trio.to_thread.run_sync(writer.write, batch)
-        except OSError as e:                  # e.g. ENOSPC in the storage dir
+        except (OSError, LocalStorageError) as e:      # e.g. ENOSPC in the storage dir
             inc.error = e
+        except Exception as e:                        # a bug: fail this file, keep the mount
+            log.exception("writing incoming/%s failed", inc.entry.name)
+            inc.error = OSError(errno.EIO, f"internal error: {e}")
         finally:
             done.set()
 

@@ -1,7 +1,10 @@
 """pyfuse3.Operations over the VFS: translation only, and the only place that raises FUSEError.
 
     NotFoundError -> ENOENT, TransferError / IntegrityError -> EIO, FsError -> its errno,
-    UsageError -> EINVAL, anything unexpected -> EIO (logged with its traceback, the mount lives on).
+    LocalStorageError -> its errno (ENOSPC, EDQUOT, EROFS) or EIO, UsageError -> EINVAL,
+    another OSError -> its errno, anything unexpected -> EIO (logged with its traceback, the mount
+    lives on). An ExceptionGroup is judged by its first deliberate error. Every handler is wrapped
+    (statfs included): pyfuse3 ends the FUSE loop on any error that is not a FUSEError.
 
 Reads of blobs use os.pread on a descriptor kept per open file (vfs.Content), straight from the
 loop: the blob is a local file, and a thread hop per 128 KiB request would cost more than the
@@ -19,34 +22,52 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
-from kachery_client.errors import IntegrityError, NotFoundError, TransferError, UsageError
+from kachery_client.errors import IntegrityError, LocalStorageError, NotFoundError, TransferError, UsageError
+from kacheryfs.exception_groups import first_error, leaves
 from kacheryfs.fuse.vfs import VFS, XATTR_PREFIX, Attr, Content, FsError, Incoming
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
+def errno_for(error: BaseException, where: str) -> int:
+    """The FUSE edge's one error policy: the errno a handler's failure answers with."""
+    e = first_error(error)                  # a trio nursery's group: its first deliberate error
+    if isinstance(e, pyfuse3.FUSEError):
+        return e.errno
+    if isinstance(e, NotFoundError):
+        return errno.ENOENT
+    if isinstance(e, FsError):
+        return e.errno
+    if isinstance(e, LocalStorageError):
+        log.warning("%s: %s", where, e)
+        return e.errno or errno.EIO
+    if isinstance(e, (TransferError, IntegrityError)):
+        log.warning("%s: %s", where, e)
+        return errno.EIO
+    if isinstance(e, UsageError):
+        return errno.EINVAL
+    if isinstance(e, OSError):
+        return e.errno or errno.EIO
+    log.error("unexpected error in %s", where, exc_info=error)
+    return errno.EIO
+
+
 def _translate(fn: F) -> F:
+    """No error but FUSEError may leave a handler: pyfuse3 ends its main loop (and the mount) on
+    anything else. Cancellation (a BaseException with no Exception inside) still passes."""
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
-        except NotFoundError:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
-        except FsError as e:
-            raise pyfuse3.FUSEError(e.errno) from None
-        except (TransferError, IntegrityError) as e:
-            log.warning("%s: %s", fn.__name__, e)
-            raise pyfuse3.FUSEError(errno.EIO) from None
-        except UsageError:
-            raise pyfuse3.FUSEError(errno.EINVAL) from None
-        except OSError as e:
-            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
-        except Exception:
-            log.exception("unexpected error in %s", fn.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception as e:
+            raise pyfuse3.FUSEError(errno_for(e, fn.__name__)) from None
+        except BaseExceptionGroup as group:     # an error beside a cancellation: answer the error
+            if not any(isinstance(leaf, Exception) for leaf in leaves(group)):
+                raise
+            raise pyfuse3.FUSEError(errno_for(group, fn.__name__)) from None
     return wrapper  # type: ignore[return-value]
 
 
@@ -192,6 +213,7 @@ class Operations(pyfuse3.Operations):
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         return [os.fsencode(XATTR_PREFIX + k) for k in self.vfs.xattrs(inode)]
 
+    @_translate
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
         st = os.statvfs(self.vfs.node.storage_dir)
         out = pyfuse3.StatvfsData()

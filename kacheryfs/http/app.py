@@ -23,7 +23,6 @@ from kacheryfs.http.client_routes import (
     halt,
     json_endpoint,
     load_file,
-    probe,
     stats,
     store,
 )
@@ -81,7 +80,7 @@ def make_app(node: Node, halt_event: trio.Event, extra_routes: list[Route] | Non
     """The ASGI app; GET /halt sets `halt_event`, which asks the daemon to stop."""
     routes = [Route(path, json_endpoint(h), methods=["POST"]) for path, h in JSON_ROUTES.items()]
     routes += [
-        Route("/probe", json_endpoint(probe), methods=["GET"]),
+        Route("/probe", json_endpoint(JSON_ROUTES["/probe"]), methods=["GET"]),
         Route("/store", store, methods=["POST"]),
         Route("/loadFile", load_file, methods=["POST"]),
         Route("/downloadFileData", download_file_data, methods=["POST"]),

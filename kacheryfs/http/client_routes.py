@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -18,11 +17,14 @@ import trio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from kachery_client.errors import KacheryError, NotFoundError, UsageError
+from kachery_client.errors import NotFoundError, UsageError
+from kachery_client.storage_errors import storage_errors
 from kachery_client.store import BlobWriter
 from kachery_client.uri import check_name, check_sha1
+from kacheryfs.exception_groups import first_error
 from kacheryfs.feeds.mutables import is_private_key
-from kacheryfs.http.errors import error_response, parse_json_object, response_for
+from kacheryfs.http import schemas as s
+from kacheryfs.http.errors import INTERNAL, deliberate, error_response, kind_and_status, response_for
 from kacheryfs.http.feed_routes import FEED_ROUTES
 from kacheryfs.http.task_routes import JSON_HANDLERS as TASK_HANDLERS
 from kacheryfs.http.task_routes import request_base_url
@@ -30,61 +32,38 @@ from kacheryfs.node import VERSION, Node
 
 log = logging.getLogger(__name__)
 
-MAX_JSON_BODY = 256 * 1024 * 1024       # the original's 100 kB limit was a defect (8)
 STORE_BATCH = 4 * 1024 * 1024           # bytes gathered before each hand-off to a thread
 STORE_QUEUE = 2                         # batches waiting for the writer thread
 PROGRESS_INTERVAL = 2.0
-_CHANNEL_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
-Handler = Callable[[Node, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-# ---- body validation ----------------------------------------------------------------------
-
-def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise UsageError(f"missing field {name!r}")
-        return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise UsageError(f"field {name!r} has the wrong type")
-    return value
-
-
-def file_key_sha1(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    key = field(body, "fileKey", dict)
-    return check_sha1(field(key, "sha1", str)), key
+Handler = Callable[[Node, Any], Awaitable[dict[str, Any]]]
+Route = tuple[type, Handler]            # (the body's schema, the handler of the decoded body)
 
 
 # ---- JSON endpoints -----------------------------------------------------------------------
 
-async def probe(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+async def probe(node: Node, body: s.AnyObject) -> dict[str, Any]:
     return {"success": True, "daemonVersion": VERSION, "nodeId": node.node_id,
             "kacheryStorageDir": str(node.storage_dir)}
 
 
-async def link_file(node: Node, body: dict[str, Any]) -> dict[str, Any]:
-    path = field(body, "localFilePath", str)
-    size = field(body, "size", int)
-    mtime = field(body, "mtime", (int, float))
+async def link_file(node: Node, body: s.LinkFile) -> dict[str, Any]:
+    path = body.localFilePath
     if not path.startswith("/"):
         raise UsageError(f"localFilePath must be absolute: {path!r}")
-    blob = await trio.to_thread.run_sync(lambda: node.store.link(path, size, float(mtime)))
+    with storage_errors():
+        blob = await trio.to_thread.run_sync(lambda: node.store.link(path, body.size, body.mtime))
     return {"success": True, "error": None, "sha1": blob.sha1, "manifestSha1": blob.manifest_sha1}
 
 
-async def added(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+async def added(node: Node, body: s.Added) -> dict[str, Any]:
     """Ours: a client sharing the storage dir added blobs itself ({"blobs": [{"sha1", "name",
     "manifestSha1"}]}, or one {"sha1", "name"}): record their names and manifests."""
-    notices = body["blobs"] if "blobs" in body else [body]
-    if not isinstance(notices, list) or not all(isinstance(n, dict) for n in notices):
-        raise UsageError("blobs must be a list of objects")
     missing = []
-    for notice in notices:
-        sha1 = check_sha1(field(notice, "sha1", str))
-        manifest = field(notice, "manifestSha1", str, required=False)
-        if not await node.adopt(sha1, field(notice, "name", str, required=False),
-                                check_sha1(manifest) if manifest else None):
+    for notice in body.notices():
+        sha1 = check_sha1(notice.sha1)
+        manifest = check_sha1(notice.manifestSha1) if notice.manifestSha1 else None
+        if not await node.adopt(sha1, notice.name, manifest):
             missing.append(sha1)
             continue
         node.stats.blobs_stored += 1
@@ -93,62 +72,60 @@ async def added(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     return {"success": True}
 
 
-async def upload(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+async def upload(node: Node, body: s.Upload) -> dict[str, Any]:
     """Ours: put a stored blob into a channel's bucket (`kachery-store --upload CHANNEL`)."""
-    sha1 = check_sha1(field(body, "sha1", str))
-    uploaded = await node.upload(sha1, field(body, "channel", str))
-    return {"success": True, "uploaded": uploaded}
+    return {"success": True, "uploaded": await node.upload(check_sha1(body.sha1), body.channel)}
 
 
-async def mutable_get(node: Node, body: dict[str, Any]) -> dict[str, Any]:
-    key = body.get("key")
-    if is_private_key(key):
+async def mutable_get(node: Node, body: s.MutableKey) -> dict[str, Any]:
+    if is_private_key(body.key):
         raise UsageError("feed private keys are not readable through the API")
-    found, value = await trio.to_thread.run_sync(node.mutables.get, key)
+    found, value = await trio.to_thread.run_sync(node.mutables.get, body.key)
     return {"success": True, "found": found, "value": value if found else ""}
 
 
-async def mutable_set(node: Node, body: dict[str, Any]) -> dict[str, Any]:
-    update = body.get("update", True)
-    if not isinstance(update, bool):
-        raise UsageError("field 'update' must be true or false")
-    if is_private_key(body.get("key")):
+async def mutable_set(node: Node, body: s.MutableSet) -> dict[str, Any]:
+    if is_private_key(body.key):
         raise UsageError("feed private keys are not writable through the API")
-    ok = await trio.to_thread.run_sync(node.mutables.set, body.get("key"), body.get("value"), update)
+    ok = await trio.to_thread.run_sync(node.mutables.set, body.key, body.value, body.update)
     return {"success": ok}
 
 
-async def mutable_delete(node: Node, body: dict[str, Any]) -> dict[str, Any]:
-    if is_private_key(body.get("key")):
+async def mutable_delete(node: Node, body: s.MutableKey) -> dict[str, Any]:
+    if is_private_key(body.key):
         raise UsageError("feed private keys are not writable through the API")
-    return {"success": await trio.to_thread.run_sync(node.mutables.delete, body.get("key"))}
+    return {"success": await trio.to_thread.run_sync(node.mutables.delete, body.key)}
 
 
-def not_supported(feature: str) -> Handler:
-    async def handler(node: Node, body: dict[str, Any]) -> dict[str, Any]:
-        raise KacheryError(f"{feature} are not supported by this node yet")
-    return handler
+async def create_signed_file_upload_url(node: Node, body: s.AnyObject) -> dict[str, Any]:
+    """Not served: the answer docs/PROTOCOL.md 4.7 asks of a node without the cloud (the client
+    raises on it); a 200, since nothing failed on this side (section 15)."""
+    return {"success": False, "alreadyUploaded": False,
+            "error": "bucket uploads through signed URLs are not supported by this node; "
+                     "use kachery-store --upload CHANNEL"}
 
 
-JSON_ROUTES: dict[str, Handler] = {
-    "/probe": probe,
-    "/linkFile": link_file,
-    "/kacheryfs/added": added,
-    "/kacheryfs/upload": upload,
-    "/mutable/get": mutable_get,
-    "/mutable/set": mutable_set,
-    "/mutable/delete": mutable_delete,
-    "/createSignedFileUploadUrl": not_supported("bucket uploads through signed URLs"),
+JSON_ROUTES: dict[str, Route] = {
+    "/probe": (s.AnyObject, probe),
+    "/linkFile": (s.LinkFile, link_file),
+    "/kacheryfs/added": (s.Added, added),
+    "/kacheryfs/upload": (s.Upload, upload),
+    "/mutable/get": (s.MutableKey, mutable_get),
+    "/mutable/set": (s.MutableSet, mutable_set),
+    "/mutable/delete": (s.MutableKey, mutable_delete),
+    "/createSignedFileUploadUrl": (s.AnyObject, create_signed_file_upload_url),
     **FEED_ROUTES,
     **TASK_HANDLERS,
 }
 
 
-def json_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def json_endpoint(route: Route) -> Callable[[Request], Awaitable[Response]]:
+    schema, handler = route
+
     async def endpoint(request: Request) -> Response:
         node: Node = request.app.state.node
         try:
-            body = parse_json_object(await request.body(), MAX_JSON_BODY)
+            body: Any = s.decode(await s.read_body(request), schema)
             request_base_url.set(str(request.base_url).rstrip("/"))    # for handlers that hand out URLs
             return JSONResponse(await handler(node, body))
         except Exception as e:
@@ -170,18 +147,27 @@ async def store(request: Request) -> Response:
             check_name(name)
     except UsageError as e:
         return error_response(400, str(e))
-    writer: BlobWriter = await trio.to_thread.run_sync(node.store.writer)
+    writer: BlobWriter | None = None
     try:
-        await _receive_into(request, writer)
-        if writer.size != int(length):
-            raise UsageError(f"received {writer.size} bytes, Content-Length said {length}")
-        blob = await trio.to_thread.run_sync(writer.commit)
-    except ClientDisconnect:
-        return error_response(400, "the client went away mid-body")
-    except (UsageError, KacheryError) as e:
-        return JSONResponse({"success": False, "error": str(e), "sha1": None, "manifestSha1": None})
+        with storage_errors():
+            writer = await trio.to_thread.run_sync(node.store.writer)
+            await _receive_into(request, writer)
+            if writer.size != int(length):
+                raise UsageError(f"received {writer.size} bytes, Content-Length said {length}")
+            blob = await trio.to_thread.run_sync(writer.commit)
+    except Exception as e:
+        if isinstance(first_error(e), ClientDisconnect):
+            return error_response(400, "the client went away mid-body")
+        known = deliberate(e)
+        if known is None:
+            return response_for(e, request)
+        kind, status = kind_and_status(known)
+        # The original's shape (200, success false) except for a full disk, which says 507.
+        return JSONResponse({"success": False, "error": str(known), "sha1": None, "manifestSha1": None,
+                             "kind": kind}, status_code=507 if kind == "local-storage" else 200)
     finally:
-        writer.abort()      # no-op after commit; removes the temp file otherwise (incl. cancellation)
+        if writer is not None:
+            writer.abort()  # no-op after commit; removes the temp file otherwise (incl. cancellation)
     node.stats.bytes_received += blob.size
     node.stats.blobs_stored += 1
     await node.record_stored(blob.sha1, name, blob.manifest_sha1)
@@ -216,21 +202,28 @@ def _frame(obj: dict[str, Any]) -> bytes:
     return str(len(data)).encode() + b"#" + data
 
 
+def _error_frame(kind: str, message: str) -> bytes:
+    """An error frame; `kind` (ours, PROTOCOL.md section 15) comes before the original's `error`."""
+    return _frame({"type": "error", "kind": kind, "error": message})
+
+
 async def load_file(request: Request) -> Response:
-    """POST /loadFile: make a blob local, answering with a length-prefixed frame stream (4.3)."""
+    """POST /loadFile: make a blob local, answering with a length-prefixed frame stream (4.3).
+
+    A body that is not a JSON object is 400; a JSON object that fails the schema is the original's
+    error frame "Invalid api load file request" (client 1.2.0 expects it)."""
     node: Node = request.app.state.node
     try:
-        body = json.loads(await request.body())
-        sha1, key = file_key_sha1(body)
-        manifest = key.get("manifestSha1")
-        manifest = check_sha1(manifest) if manifest else None
-        channel = body.get("channelName")
-        if channel is not None and not (isinstance(channel, str) and 3 <= len(channel) <= 40
-                                        and _CHANNEL_RE.match(channel)):
-            raise UsageError("invalid channelName")
-        chunk_of = key.get("chunkOf")
-    except (ValueError, UsageError, AttributeError):
-        return Response(_frame({"type": "error", "error": "Invalid api load file request"}))
+        obj = s.decode(await s.read_body(request), s.JsonObject)
+    except UsageError as e:
+        return error_response(400, str(e))
+    try:
+        body = s.convert(obj, s.LoadFile)
+    except UsageError as e:
+        return Response(_frame({"type": "error", "kind": "invalid", "detail": str(e),
+                                "error": "Invalid api load file request"}))
+    sha1, key = check_sha1(body.fileKey.sha1), body.fileKey
+    manifest = check_sha1(key.manifestSha1) if key.manifestSha1 else None
 
     async def frames() -> AsyncIterator[bytes]:
         yield _frame({"type": "progress", "bytesLoaded": 0, "bytesTotal": 0})
@@ -241,13 +234,17 @@ async def load_file(request: Request) -> Response:
             pending.append((done, total))
 
         try:
-            if chunk_of and await trio.to_thread.run_sync(node.store.locate, sha1) is None:
-                path = await _slice_chunk(node, sha1, chunk_of)
+            if key.chunkOf is not None and await trio.to_thread.run_sync(node.store.locate, sha1) is None:
+                path = await _slice_chunk(node, sha1, key.chunkOf)
             else:
                 path = await node.ensure(sha1, manifest, progress)
-        except KacheryError as e:
-            message = "Unable to find file" if isinstance(e, NotFoundError) else str(e)
-            yield _frame({"type": "error", "error": message})
+        except Exception as e:
+            known = deliberate(e)
+            kind, _ = kind_and_status(known)
+            if known is None:
+                log.error("/loadFile of sha1://%s failed", sha1, exc_info=e)
+            message = "Unable to find file" if isinstance(known, NotFoundError) else str(known or INTERNAL)
+            yield _error_frame(kind, message)
             return
         if pending and time.monotonic() - last >= 0:
             done, total = pending[-1]
@@ -257,16 +254,14 @@ async def load_file(request: Request) -> Response:
     return StreamingResponse(frames())
 
 
-async def _slice_chunk(node: Node, sha1: str, chunk_of: Any) -> Any:
+async def _slice_chunk(node: Node, sha1: str, chunk_of: s.ChunkOf) -> Any:
     """A chunk asked for by its parent's range (fixes the original's defect 15)."""
-    if not isinstance(chunk_of, dict):
-        raise UsageError("invalid chunkOf")
-    parent = check_sha1(field(field(chunk_of, "fileKey", dict), "sha1", str))
-    start, end = field(chunk_of, "startByte", int), field(chunk_of, "endByte", int)
+    parent = check_sha1(chunk_of.fileKey.sha1)
+    start, end = chunk_of.startByte, chunk_of.endByte
     parent_path = await node.ensure(parent)
 
     def copy_range() -> Any:
-        with open(parent_path, "rb") as f, node.store.writer(expected_sha1=sha1) as w:
+        with storage_errors(), open(parent_path, "rb") as f, node.store.writer(expected_sha1=sha1) as w:
             f.seek(start)
             w.write(f.read(end - start))
             w.commit()
@@ -278,21 +273,16 @@ async def download_file_data(request: Request) -> Response:
     """POST /downloadFileData: raw bytes [startByte, endByte) of a stored blob (4.4)."""
     node: Node = request.app.state.node
     try:
-        body = json.loads(await request.body())
-        sha1, _ = file_key_sha1(body)
-        start, end = body.get("startByte"), body.get("endByte")
-        path = await trio.to_thread.run_sync(node.store.require, sha1)
+        body = s.decode(await s.read_body(request), s.DownloadFileData)
+        path = await trio.to_thread.run_sync(node.store.require, check_sha1(body.fileKey.sha1))
         size = path.stat().st_size
+        start, end = body.startByte, body.endByte
         if start is None or end is None:
             start, end = 0, size
-        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= size):
+        if not 0 <= start <= end <= size:
             raise UsageError(f"invalid byte range [{start}, {end}) for a file of {size} bytes")
-    except ValueError:
-        return error_response(400, "request body is not JSON")
-    except UsageError as e:
-        return error_response(400, str(e))
-    except NotFoundError as e:
-        return error_response(404, str(e))
+    except Exception as e:
+        return response_for(e, request)
 
     async def blocks() -> AsyncIterator[bytes]:
         with open(path, "rb") as f:

@@ -2,10 +2,11 @@
 
     POST /peer/stat            {"sha1"} -> {"found", "size", "manifestSha1"}   (local blobs only)
     POST /peer/feed/messages   signed feed messages, a long poll (feeds/replication.py)
-    POST /peer/task/request, /peer/task/wait   tasks for this node's backends (tasks/forwarding.py)
+    POST /peer/task/request, /peer/task/wait   tasks for this node's backends (tasks/forwarding.py);
+                               a request carries a one-time "nonce": a replay is refused (403)
     GET  /peer/blob/<sha1>     the blob's bytes; `Range: bytes=a-b` -> 206 with those bytes
     POST /peer/<feature path>  JSON endpoints that feature modules (feeds, tasks) add to
-                               PEER_JSON_ROUTES as `async handler(node, channel, peer_id, body)`
+                               PEER_JSON_ROUTES as (schema, `async handler(node, channel, peer_id, body)`)
 
 Every request is signed by the asking node (security/peer_auth.py); a node that is not a member of a
 channel this node serves gets 403. A peer serves only what it holds: it never fetches on
@@ -28,22 +29,23 @@ from starlette.routing import Route
 from kachery_client.errors import KacheryError
 from kachery_client.uri import check_sha1
 from kacheryfs.feeds.replication import serve_feed_messages
-from kacheryfs.http.errors import error_response, parse_json_object, response_for
+from kacheryfs.feeds.store import check_feed_id, check_subfeed_hash
+from kacheryfs.http import schemas as s
+from kacheryfs.http.errors import error_response, response_for
 from kacheryfs.node import Node
 from kacheryfs.security.peer_auth import check_request
 from kacheryfs.tasks.forwarding import serve_task_request, serve_task_wait
 
 log = logging.getLogger(__name__)
 
-PeerHandler = Callable[[Node, str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+PeerHandler = Callable[[Node, str, str, Any], Awaitable[dict[str, Any]]]
 MAX_BODY = 64 * 1024 * 1024
 BLOCK = 4 << 20
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
-async def stat(node: Node, channel: str, peer: str, body: dict[str, Any]) -> dict[str, Any]:
-    value = body.get("sha1")
-    sha1 = check_sha1(value if isinstance(value, str) else "")
+async def stat(node: Node, channel: str, peer: str, body: s.PeerStat) -> dict[str, Any]:
+    sha1 = check_sha1(body.sha1)
     path = await trio.to_thread.run_sync(node.store.locate, sha1)
     if path is None:
         return {"found": False}
@@ -51,33 +53,39 @@ async def stat(node: Node, channel: str, peer: str, body: dict[str, Any]) -> dic
     return {"found": True, "size": size, "manifestSha1": await node.manifest_for(sha1)}
 
 
-async def feed_messages(node: Node, channel: str, peer: str, body: dict[str, Any]) -> dict[str, Any]:
-    return await serve_feed_messages(node.feeds, body)
+async def feed_messages(node: Node, channel: str, peer: str, body: s.PeerFeedMessages) -> dict[str, Any]:
+    return await serve_feed_messages(node.feeds, check_feed_id(body.feedId), check_subfeed_hash(body.subfeedHash),
+                                     body.position, body.waitMsec)
 
 
-async def task_request(node: Node, channel: str, peer: str, body: dict[str, Any]) -> dict[str, Any]:
-    return await serve_task_request(node.tasks, channel, body)
+async def task_request(node: Node, channel: str, peer: str, body: s.PeerTaskRequest) -> dict[str, Any]:
+    node.peer_nonces.accept(peer, body.nonce)         # it may run an action: never twice
+    return await serve_task_request(node.tasks, channel, body.functionId, body.functionType, body.kwargs,
+                                    body.timeoutMsec)
 
 
-async def task_wait(node: Node, channel: str, peer: str, body: dict[str, Any]) -> dict[str, Any]:
-    return await serve_task_wait(node.tasks, channel, body)
+async def task_wait(node: Node, channel: str, peer: str, body: s.PeerTaskWait) -> dict[str, Any]:
+    return await serve_task_wait(node.tasks, channel, body.taskId, body.taskHash, body.functionType,
+                                 body.timeoutMsec)
 
 
-PEER_JSON_ROUTES: dict[str, PeerHandler] = {
-    "/peer/stat": stat,
-    "/peer/feed/messages": feed_messages,
-    "/peer/task/request": task_request,
-    "/peer/task/wait": task_wait,
+PEER_JSON_ROUTES: dict[str, tuple[type, PeerHandler]] = {
+    "/peer/stat": (s.PeerStat, stat),
+    "/peer/feed/messages": (s.PeerFeedMessages, feed_messages),
+    "/peer/task/request": (s.PeerTaskRequest, task_request),
+    "/peer/task/wait": (s.PeerTaskWait, task_wait),
 }
 
 
-def _peer_json_endpoint(handler: PeerHandler) -> Callable[[Request], Awaitable[Response]]:
+def _peer_json_endpoint(route: tuple[type, PeerHandler]) -> Callable[[Request], Awaitable[Response]]:
+    schema, handler = route
+
     async def endpoint(request: Request) -> Response:
         node: Node = request.app.state.node
         try:
-            raw = await request.body()
+            raw = await s.read_body(request, MAX_BODY)
             channel, peer = check_request(node.config, request.headers, "POST", request.url.path, raw)
-            body = parse_json_object(raw, MAX_BODY)
+            body: Any = s.decode(raw, schema, MAX_BODY)
             return JSONResponse(await handler(node, channel, peer, body))
         except Exception as e:
             return response_for(e, request)
@@ -93,7 +101,7 @@ async def blob(request: Request) -> Response:
         return response_for(e, request)
     path = await trio.to_thread.run_sync(node.store.locate, sha1)
     if path is None:
-        return error_response(404, f"sha1://{sha1} is not on this node")
+        return error_response(404, f"sha1://{sha1} is not on this node", "not-found")
     size = (await trio.to_thread.run_sync(path.stat)).st_size
     start, end, status = 0, size, 200
     header = request.headers.get("range")

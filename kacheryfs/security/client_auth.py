@@ -9,6 +9,7 @@ Codes are never logged (defect 7).
 
 from __future__ import annotations
 
+import errno
 import hmac
 import os
 import secrets
@@ -36,16 +37,23 @@ class ClientAuth:
 
     def rotate(self) -> None:
         code = new_code()
+        before = self._accepted
         self._accepted = (self._accepted + [code])[-2:]      # accept it before anyone can read it
         tmp = self.path.with_name(f"client-auth.tmp.{secrets.token_hex(3)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
-            os.fchmod(fd, FILE_MODE)
-            os.write(fd, code.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            try:
+                os.fchmod(fd, FILE_MODE)
+                if os.write(fd, code.encode()) != len(code):
+                    raise OSError(errno.ENOSPC, "short write of the client auth code")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:       # e.g. a full disk: the published code stays the accepted one
+            self._accepted = before
+            tmp.unlink(missing_ok=True)
+            raise
 
     def accepts(self, code: str | None) -> bool:
         if not code:

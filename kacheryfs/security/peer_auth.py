@@ -9,13 +9,17 @@ Every peer API request carries four headers:
                          {"channel", "method", "node", "path", "time", "bodySha1"}
 
 The server serves a request only if the channel is configured here with the `serve` role and
-the node id is one of its `members`; anything else is 403. Peer requests are reads and
-idempotent, so a replay inside the time window gains nothing a member could not ask for.
+the node id is one of its `members`; anything else is 403. Most peer requests are reads and
+idempotent, so a replay inside the time window gains nothing a member could not ask for. Requests
+that act (/peer/task/request may run an action) carry a one-time "nonce" in their signed body;
+the server remembers the nonces it accepted for as long as a signature is valid (NonceGuard), so a
+replayed request is refused (403).
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections.abc import Mapping
 
@@ -58,3 +62,30 @@ def check_request(config: NodeConfig, headers: Mapping[str, str], method: str, p
                        accept_legacy=False):
         raise AuthError("bad peer request signature")
     return channel, node
+
+
+NONCE_MEMORY = 100_000          # nonces remembered at most; beyond that, acting requests are refused
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+class NonceGuard:
+    """One-time nonces of acting peer requests, remembered for twice the signature window (a request
+    older than MAX_SKEW_MS is refused by its timestamp anyway). Runs on the trio loop only."""
+
+    def __init__(self, memory: int = NONCE_MEMORY):
+        self.memory = memory
+        self._seen: dict[tuple[str, str], float] = {}     # (node, nonce) -> forget after (monotonic)
+
+    def accept(self, node: str, nonce: str) -> None:
+        now = time.monotonic()
+        if len(self._seen) >= self.memory:
+            self._seen = {k: t for k, t in self._seen.items() if t > now}
+            if len(self._seen) >= self.memory:
+                raise AuthError("too many acting peer requests in the signature window; try again later")
+        key = (node, nonce)
+        if key in self._seen and self._seen[key] > now:
+            raise AuthError("replayed peer request (its nonce was used before)")
+        self._seen[key] = now + 2 * MAX_SKEW_MS / 1000

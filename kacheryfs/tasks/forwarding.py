@@ -1,7 +1,7 @@
 """Tasks across nodes: a request no local backend provides goes to the peers of its channel.
 
 Requesting node (TaskForwarder, the TaskHub's `forwarder`):
-    POST /peer/task/request {"functionId", "functionType", "kwargs", "timeoutMsec"}  to each peer
+    POST /peer/task/request {"functionId", "functionType", "kwargs", "timeoutMsec", "nonce"}  to each peer
          of the channel in turn, until one has a backend for it (the others answer noProvider);
     POST /peer/task/wait {"taskId", "taskHash", "functionType", "timeoutMsec"}       long polls on
          that peer until the task ends, mirroring each status into the local task; a finished
@@ -23,10 +23,11 @@ from typing import Any
 
 import trio
 
-from kachery_client.errors import KacheryError, UsageError
+from kachery_client.errors import KacheryError
 from kacheryfs.background import BackgroundHost
 from kacheryfs.content.sources import SourceError, SourceRefused
 from kacheryfs.content.sources.peer import PeerSource
+from kacheryfs.security.peer_auth import new_nonce
 from kacheryfs.tasks.hub import TERMINAL, Task, TaskHub, compute_task_hash
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,11 @@ class TaskForwarder(BackgroundHost):
 
     async def _forward(self, task: Task) -> None:
         problems: list[str] = []
-        body = {"functionId": task.function_id, "functionType": task.function_type, "kwargs": task.kwargs,
-                "timeoutMsec": 0}
         try:
             for peer in self.peers[task.channel]:
+                # A fresh one-time nonce per peer and attempt: the peer refuses a replayed request.
+                body = {"functionId": task.function_id, "functionType": task.function_type, "kwargs": task.kwargs,
+                        "timeoutMsec": 0, "nonce": new_nonce()}
                 try:
                     out = await trio.to_thread.run_sync(peer.post_json, "/peer/task/request", body,
                                                         abandon_on_cancel=True)
@@ -112,11 +114,9 @@ class TaskForwarder(BackgroundHost):
 
 # ---- the providing node's side (peer API handlers) -----------------------------------------
 
-def _timeout(body: dict[str, Any]) -> float:
+def _timeout(msec: float) -> float:
     """timeoutMsec, in seconds, capped at WAIT_MSEC."""
-    msec = body.get("timeoutMsec", 0)
-    ok = isinstance(msec, (int, float)) and not isinstance(msec, bool) and msec >= 0
-    return min(float(msec), WAIT_MSEC) / 1000 if ok else 0.0
+    return min(msec, WAIT_MSEC) / 1000
 
 
 async def _with_result(hub: TaskHub, channel: str, task_hash: str, function_type: str,
@@ -130,20 +130,17 @@ async def _with_result(hub: TaskHub, channel: str, task_hash: str, function_type
     return out
 
 
-async def serve_task_request(hub: TaskHub, channel: str, body: dict[str, Any]) -> dict[str, Any]:
-    function_id, function_type, kwargs = body.get("functionId"), body.get("functionType"), body.get("kwargs")
-    if not isinstance(function_id, str) or not isinstance(function_type, str) or not isinstance(kwargs, dict):
-        raise UsageError("functionId, functionType and kwargs (an object) are required")
+async def serve_task_request(hub: TaskHub, channel: str, function_id: str, function_type: str,
+                             kwargs: dict[str, Any], timeout_msec: float) -> dict[str, Any]:
+    """/peer/task/request (the body decoded by http/schemas.PeerTaskRequest, its nonce checked)."""
     out = await hub.request(base_url="", channel=channel, function_id=function_id, function_type=function_type,
-                            kwargs=kwargs, timeout=_timeout(body), local_only=True)
+                            kwargs=kwargs, timeout=_timeout(timeout_msec), local_only=True)
     task = hub.find(channel, out.get("taskId", ""))
     out["noProvider"] = bool(task is not None and task.no_provider)
     return await _with_result(hub, channel, compute_task_hash(function_id, kwargs), function_type, out)
 
 
-async def serve_task_wait(hub: TaskHub, channel: str, body: dict[str, Any]) -> dict[str, Any]:
-    task_id, task_hash, function_type = body.get("taskId"), body.get("taskHash"), body.get("functionType")
-    if not isinstance(task_id, str) or not isinstance(task_hash, str) or not isinstance(function_type, str):
-        raise UsageError("taskId, taskHash and functionType are required")
-    out = await hub.wait(base_url="", channel=channel, task_id=task_id, timeout=_timeout(body))
+async def serve_task_wait(hub: TaskHub, channel: str, task_id: str, task_hash: str, function_type: str,
+                          timeout_msec: float) -> dict[str, Any]:
+    out = await hub.wait(base_url="", channel=channel, task_id=task_id, timeout=_timeout(timeout_msec))
     return await _with_result(hub, channel, task_hash, function_type, out)
