@@ -7,6 +7,10 @@ no channel in it: a purely local node. Example:
     peer_listen = "0.0.0.0:20432"      # optional: a second listener serving ONLY the peer API
     cache_max_bytes = "50G"            # optional: evict blobs that a peer or the bucket also holds
     fetch_connections = 4              # parallel chunk downloads per transfer
+    status_token = "<16+ characters>"  # with --host other than loopback: the token that opens the
+                                       # status page and /metrics (?token=... or Authorization: Bearer)
+    network_gateway = false            # with --host other than loopback: serve GET /sha1/<hash>/<name>
+    peer_serve_rate = "100M"           # optional: at most this many bytes per second to peers
 
     [[channel]]
     name = "lab"
@@ -85,6 +89,9 @@ class NodeConfig:
     peer_listen: tuple[str, int] | None = None
     cache_max_bytes: int | None = None
     fetch_connections: int = 4
+    status_token: str | None = None
+    network_gateway: bool = False
+    peer_serve_rate: int | None = None
     path: Path | None = None
 
     def channel(self, name: str) -> ChannelConfig | None:
@@ -114,7 +121,8 @@ def load_config(path: Path, *, required: bool = False) -> NodeConfig:
 def parse_config(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
     where = str(path) if path else "config"
     node = _table(raw.get("node", {}), f"{where}: [node]")
-    _no_unknown(node, {"peer_listen", "cache_max_bytes", "fetch_connections"}, f"{where}: [node]")
+    _no_unknown(node, {"peer_listen", "cache_max_bytes", "fetch_connections", "status_token",
+                       "network_gateway", "peer_serve_rate"}, f"{where}: [node]")
     _no_unknown(raw, {"node", "channel"}, where)
     channels = []
     seen = set()
@@ -128,11 +136,20 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
     if not isinstance(fetch_connections, int) or not 1 <= fetch_connections <= 64:
         raise ConfigError(f"{where}: [node] fetch_connections must be an integer from 1 to 64")
     cache = node.get("cache_max_bytes")
+    token = node.get("status_token")
+    if token is not None and not (isinstance(token, str) and len(token) >= 16 and token.isprintable()):
+        raise ConfigError(f"{where}: [node] status_token must be a string of at least 16 characters")
+    if not isinstance(node.get("network_gateway", False), bool):
+        raise ConfigError(f"{where}: [node] network_gateway must be true or false")
+    rate = node.get("peer_serve_rate")
     return NodeConfig(
         channels=tuple(channels),
         peer_listen=_parse_listen(node["peer_listen"], where) if "peer_listen" in node else None,
         cache_max_bytes=parse_size(cache, f"{where}: [node] cache_max_bytes") if cache not in (None, 0) else None,
-        fetch_connections=fetch_connections, path=path)
+        fetch_connections=fetch_connections, status_token=token,
+        network_gateway=node.get("network_gateway", False),
+        peer_serve_rate=parse_size(rate, f"{where}: [node] peer_serve_rate") if rate is not None else None,
+        path=path)
 
 
 def _parse_channel(c: dict[str, Any], where: str) -> ChannelConfig:

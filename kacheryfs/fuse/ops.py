@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from kachery_client.errors import IntegrityError, NotFoundError, TransferError, UsageError
+from kacheryfs import metrics
 from kacheryfs.fuse.vfs import VFS, XATTR_PREFIX, Attr, Content, FsError, Incoming
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,11 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 def _translate(fn: F) -> F:
+    operation = metrics.FUSE_OPERATIONS.labels(fn.__name__)
+
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        operation.inc()
         try:
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -153,7 +157,9 @@ class Operations(pyfuse3.Operations):
         content = self._readers.get(fh)
         if content is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        return await content.read(off, size)
+        data = await content.read(off, size)
+        metrics.FUSE_READ_BYTES.inc(len(data))
+        return data
 
     @_translate
     async def write(self, fh: int, off: int, buf: bytes) -> int:

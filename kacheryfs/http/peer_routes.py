@@ -116,6 +116,8 @@ async def blob(request: Request) -> Response:
                     return
                 pos += len(data)
                 node.stats.bytes_sent += len(data)
+                if node.peer_serve_limit is not None:
+                    await node.peer_serve_limit.take(len(data))
                 yield data
 
     headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes"}
