@@ -21,11 +21,13 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    disable_created_metrics,
     generate_latest,
 )
 
 from kacheryfs import __version__
 
+disable_created_metrics()        # no `_created` twin of every counter: half the series, same facts
 REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4        # what generate_latest writes
 
@@ -96,9 +98,39 @@ TASK_STATUS_CHANGES = Counter("kacheryfs_task_status_changes_total",
                               "Tasks that entered each status.", ["status"], registry=REGISTRY)
 
 
+# Known label values start at 0, so a rate() sees the first increase and a scrape shows them all.
+for _via in ("http", "mount", "client"):
+    STORED_BYTES.labels(_via)
+    STORED_BLOBS.labels(_via)
+for _kind in ("peer", "bucket"):
+    FETCHED_BYTES.labels(_kind)
+    FETCHED_BLOBS.labels(_kind)
+    CHUNK_VERIFICATION_FAILURES.labels(_kind)
+    for _error in ("failed", "refused", "bad_bytes"):
+        SOURCE_ERRORS.labels(_kind, _error)
+
+
+_store_changes = 0          # blobs added or removed since start: tells when storage totals are stale
+
+
+def store_changes() -> int:
+    return _store_changes
+
+
+def note_store_change() -> None:
+    global _store_changes
+    _store_changes += 1
+
+
 def count_stored(via: str, size: int) -> None:
     STORED_BLOBS.labels(via).inc()
     STORED_BYTES.labels(via).inc(size)
+    note_store_change()
+
+
+def count_fetched(source_kind: str) -> None:
+    FETCHED_BLOBS.labels(source_kind).inc()
+    note_store_change()
 
 
 def set_storage_totals(blobs: int, total_bytes: int, cache_bytes: int, limit: int | None) -> None:

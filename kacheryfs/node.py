@@ -185,6 +185,7 @@ class Node:
                 continue
             total -= size
             removed += 1
+            metrics.note_store_change()
             self.index.forget(sha1)
         return removed
 

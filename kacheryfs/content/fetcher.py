@@ -240,7 +240,7 @@ class Fetcher(BackgroundHost):
             os.close(fd)
         path = await trio.to_thread.run_sync(self.store.publish_verified, part, t.sha1)
         await trio.to_thread.run_sync(_remove, record)
-        metrics.FETCHED_BLOBS.labels(sources[0].source.kind).inc()
+        metrics.count_fetched(sources[0].source.kind)
         if self.on_fetched is not None:
             self.on_fetched(t.sha1, size, sources[0].source.label)
         return path

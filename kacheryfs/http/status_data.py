@@ -10,8 +10,8 @@
     Reach = {"label", "url", "reachable": true | false | null (not asked yet), "latencySeconds",
              "error"}
 
-Costs stay bounded however often the page polls: storage totals are recounted at most every
-TOTALS_SECONDS in a worker thread, and peers and buckets are asked at most every PROBE_SECONDS,
+Costs stay bounded however often the page polls: storage totals are recounted in a worker thread
+only after blobs were added or removed here (metrics.store_changes) or TOTALS_SECONDS passed, and peers and buckets are asked at most every PROBE_SECONDS,
 each with a stat of a hash nobody has, in threads the page does not wait for past PROBE_WAIT.
 """
 
@@ -81,6 +81,7 @@ class StatusSource:
         logging.getLogger("kacheryfs").addHandler(self.errors)
         self._totals = StorageTotals()
         self._totals_at = -float("inf")
+        self._totals_changes = -1
         self._totals_lock = trio.Lock()
         self._reach: dict[str, dict[str, Any]] = {}      # by source label: the last answer
         self._reach_at: dict[str, float] = {}
@@ -92,9 +93,10 @@ class StatusSource:
 
     async def totals(self) -> StorageTotals:
         async with self._totals_lock:          # concurrent polls share one walk
-            if trio.current_time() - self._totals_at > TOTALS_SECONDS:
+            changes = metrics.store_changes()
+            if changes != self._totals_changes or trio.current_time() - self._totals_at > TOTALS_SECONDS:
                 self._totals = await trio.to_thread.run_sync(count_totals, self.node)
-                self._totals_at = trio.current_time()
+                self._totals_at, self._totals_changes = trio.current_time(), changes
                 t = self._totals
                 metrics.set_storage_totals(t.blobs, t.bytes, t.cache_bytes, self.node.config.cache_max_bytes)
         return self._totals

@@ -20,22 +20,11 @@ from kacheryfs import metrics
 from kacheryfs.http.access import Access
 from kacheryfs.http.errors import error_response
 from kacheryfs.http.status_data import StatusSource
+from kacheryfs.status_view import human_bytes
 
 POLL_MS = 1000
 _templates = jinja2.Environment(loader=jinja2.PackageLoader("kacheryfs.http", "templates"),
                                 autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 _templates.filters["bytes"] = human_bytes
 
 
