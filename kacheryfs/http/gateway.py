@@ -53,15 +53,15 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     if not m.group(1):                                    # bytes=-n: the last n bytes
         n = int(m.group(2))
-        if n == 0:
+        if n == 0 or size == 0:
             raise ValueError("empty suffix range")
         return max(0, size - n), size
     start = int(m.group(1))
-    end = int(m.group(2)) + 1 if m.group(2) else size
-    if end <= start:
-        return None                                       # invalid: ignored, as RFC 9110 allows
     if start >= size:
         raise ValueError("range starts past the end")
+    end = int(m.group(2)) + 1 if m.group(2) else size
+    if end <= start:
+        return None                                       # last < first: invalid, ignored (RFC 9110)
     return start, min(end, size)
 
 
