@@ -96,9 +96,10 @@ def test_unknown_hash_and_bad_requests(local):
 
 
 def test_streams_content_only_a_peer_holds_while_it_arrives(tmp_path):
-    sa, sb, port_a = source_and_reader(tmp_path)
-    # A serves peers at 20 MB/s, so the 45 MB transfer lasts about two seconds.
-    write_config(sa, members=[node_id(sb)], node={"peer_serve_rate": 20_000_000})
+    # B fetches one chunk at a time; A serves peers at 10 MB/s: the first 20 MB chunk is verified
+    # after about two seconds, the rest of the 45 MB about 2.5 s later.
+    sa, sb, port_a = source_and_reader(tmp_path, reader_node={"fetch_connections": 1})
+    write_config(sa, members=[node_id(sb)], node={"peer_serve_rate": 10_000_000})
     big = make_file(tmp_path / "big.bin", 45_000_000)
     with running_node(sa, port=port_a) as a, running_node(sb) as b:
         stored = store(a, big, "big.bin")
@@ -133,3 +134,25 @@ def test_streams_content_only_a_peer_holds_while_it_arrives(tmp_path):
             assert time.monotonic() < deadline, "the finished transfer is still listed"
             time.sleep(0.05)
 
+
+
+def test_a_transfer_that_fails_midway_ends_the_body_early_never_with_wrong_bytes(tmp_path):
+    sa, sb, port_a = source_and_reader(tmp_path, reader_node={"fetch_connections": 1})
+    write_config(sa, members=[node_id(sb)], node={"peer_serve_rate": 10_000_000})
+    big = make_file(tmp_path / "big.bin", 45_000_000)
+    with running_node(sb) as b:
+        with running_node(sa, port=port_a) as a:
+            stored = store(a, big, "big.bin")
+            r = requests.get(f"{b.url}/sha1/{stored['sha1']}/big.bin", stream=True, timeout=60)
+            assert r.status_code == 200
+            received = bytearray(next(r.iter_content(1 << 20)))
+        # A is gone before the rest arrived: B's transfer fails; the body stops short.
+        with pytest.raises(requests.RequestException):
+            for block in r.iter_content(1 << 20):
+                received += block
+        r.close()
+        assert 0 < len(received) < 45_000_000
+        assert bytes(received) == big.read_bytes()[:len(received)]
+        status = requests.get(b.url + "/ui/status.json", timeout=30).json()
+        assert not status["transfers"] and any("sha1://" + stored["sha1"] in e["message"]
+                                               for e in status["recentErrors"]), status["recentErrors"]

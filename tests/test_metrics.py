@@ -72,6 +72,7 @@ def test_counters_follow_a_store_a_peer_fetch_and_a_mounted_read(tmp_path):
                 - value(before_b, "kacheryfs_fetched_blobs_total", source_kind="peer") == 1
             assert (mnt / "sha1" / sha1 / "data.bin").read_bytes() == data
             after_b = scrape(b)
+            assert requests.get(b.url + "/ui/status.json", timeout=30).json()["mountPoint"] == str(mnt)
 
     fetched = value(after_b, "kacheryfs_fetched_bytes_total", source_kind="peer") \
         - value(before_b, "kacheryfs_fetched_bytes_total", source_kind="peer")

@@ -54,7 +54,7 @@ def progress_value(driver: Any, sha1: str) -> float | None:
 
 
 def test_page_follows_a_peer_fetch_and_shows_a_png(tmp_path):
-    sa, sb, port_a = source_and_reader(tmp_path)
+    sa, sb, port_a = source_and_reader(tmp_path, reader_node={"fetch_connections": 1})   # steady progress
     write_config(sa, members=[node_id(sb)], node={"peer_serve_rate": SERVE_RATE})
     big = make_file(tmp_path / "big.bin", SIZE)
     image = png(64, 48)
