@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,6 +29,14 @@ def scrape(node: NodeProc) -> Samples:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+def scrape_until(node: NodeProc, done: Callable[[Samples], bool], deadline: float = 15.0) -> Samples:
+    end = time.monotonic() + deadline
+    while not done(samples := scrape(node)):
+        assert time.monotonic() < end, "the metrics never reached the expected state"
+        time.sleep(0.05)
+    return samples
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -71,7 +81,9 @@ def test_counters_follow_a_store_a_peer_fetch_and_a_mounted_read(tmp_path):
             assert value(after_fetch, "kacheryfs_fetched_blobs_total", source_kind="peer") \
                 - value(before_b, "kacheryfs_fetched_blobs_total", source_kind="peer") == 1
             assert (mnt / "sha1" / sha1 / "data.bin").read_bytes() == data
-            after_b = scrape(b)
+            # The read returns once its chunks are verified; the transfer ends (publish) just after.
+            after_b = scrape_until(b, lambda m: value(m, "kacheryfs_transfers_in_progress") == 0
+                                   and value(m, "kacheryfs_fetch_duration_seconds_count", outcome="ok") == 2)
             assert requests.get(b.url + "/ui/status.json", timeout=30).json()["mountPoint"] == str(mnt)
 
     fetched = value(after_b, "kacheryfs_fetched_bytes_total", source_kind="peer") \
