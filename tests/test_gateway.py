@@ -4,7 +4,6 @@ headers, errors, and content streamed from a peer while it arrives."""
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import time
@@ -13,20 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.files import make_file
 from tests.support.network import node_id, source_and_reader, write_config
 from tests.support.nodeproc import NodeProc, running_node
 
 FIFTY_MB = 50_000_000
-
-
-def make_file(path: Path, size: int) -> Path:
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            block = os.urandom(min(left, 4 << 20))
-            f.write(block)
-            left -= len(block)
-    return path
 
 
 def store(node: NodeProc, path: Path, name: str) -> dict:

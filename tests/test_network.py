@@ -16,6 +16,7 @@ import requests
 from kacheryfs.security.keys import load_or_create_node_keys
 from kacheryfs.security.peer_auth import sign_request
 from tests.support.cli import run_cli
+from tests.support.files import make_file
 from tests.support.mount import mounted_node
 from tests.support.network import node_id, source_and_reader, write_config
 from tests.support.nodeproc import client_env, free_port, running_node, start_node
@@ -47,16 +48,6 @@ def sha1_file(path: Path) -> str:
         while block := f.read(8 << 20):
             h.update(block)
     return h.hexdigest()
-
-
-def make_file(path: Path, size: int) -> Path:
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            block = os.urandom(min(left, 4 << 20))
-            f.write(block)
-            left -= len(block)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -4,31 +4,22 @@ live, without a reload, and a gateway link shows a PNG stored in the node."""
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 import threading
 import time
 import zlib
-from pathlib import Path
 from typing import Any
 
 import requests
 
 from tests.support.browser import chromium
+from tests.support.files import make_file
 from tests.support.network import node_id, source_and_reader, write_config
 from tests.support.nodeproc import NodeProc, running_node
 
 SIZE = 300 << 20
 SERVE_RATE = 60_000_000           # bytes/s A serves to peers: the fetch lasts about five seconds
 DEADLINE = 90.0
-
-
-def make_file(path: Path, size: int) -> Path:
-    with open(path, "wb") as f:
-        for _ in range(size // (4 << 20)):
-            f.write(os.urandom(4 << 20))
-        f.write(os.urandom(size % (4 << 20)))
-    return path
 
 
 def png(width: int, height: int) -> bytes:
