@@ -7,7 +7,8 @@ Translation only. Errors are mapped once, by http.errors.response_for:
 Auth (docs/PROTOCOL.md section 2) is a pure ASGI wrapper around the app: every request but GET /probe
 must carry the current or previous client auth code, else 403 with the original's texts. The status
 page, /metrics and the gateway (GET and HEAD only, access.is_open_read) pass without it and apply
-their own rule (access.py). Outermost, RequestMetrics counts every answer by route template.
+their own rule (access.py). Outermost, request_metrics.RequestMetrics counts every answer by route
+template.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from kacheryfs import metrics
 from kacheryfs.http import gateway, status_page
 from kacheryfs.http.access import Access, is_open_read
 from kacheryfs.http.client_routes import (
@@ -33,6 +33,7 @@ from kacheryfs.http.client_routes import (
     store,
 )
 from kacheryfs.http.peer_routes import peer_routes
+from kacheryfs.http.request_metrics import RequestMetrics
 from kacheryfs.http.status_data import StatusSource
 from kacheryfs.http.task_routes import RESULT_ROUTES as TASK_RESULT_ROUTES
 from kacheryfs.node import Node
@@ -81,33 +82,6 @@ class ClientAuthWrapper:
                 if found and isinstance(value, list) else set()
             self._extra_read_at = now
         return code in self._extra_codes
-
-
-class RequestMetrics:
-    """kacheryfs_http_requests_total by method, route template (never the raw path) and status."""
-
-    METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"})
-
-    def __init__(self, app: Any):
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 0
-
-        async def send_and_note(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = scope.get("route")         # set by Starlette's router on a match
-            metrics.HTTP_REQUESTS.labels(scope["method"] if scope["method"] in self.METHODS else "other",
-                                         getattr(route, "path", "unmatched"), str(status or "none")).inc()
 
 
 def make_app(node: Node, halt_event: trio.Event, extra_routes: list[Route] | None = None,

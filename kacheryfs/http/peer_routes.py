@@ -29,6 +29,7 @@ from kachery_client.errors import KacheryError
 from kachery_client.uri import check_sha1
 from kacheryfs.feeds.replication import serve_feed_messages
 from kacheryfs.http.errors import error_response, parse_json_object, response_for
+from kacheryfs.http.request_metrics import RequestMetrics
 from kacheryfs.node import Node
 from kacheryfs.security.peer_auth import check_request
 from kacheryfs.tasks.forwarding import serve_task_request, serve_task_wait
@@ -138,4 +139,4 @@ def make_peer_app(node: Node) -> Any:
     from starlette.applications import Starlette
     app = Starlette(routes=peer_routes())
     app.state.node = node
-    return app
+    return RequestMetrics(app)
