@@ -200,8 +200,9 @@ class Fetcher(BackgroundHost):
         finally:
             self._transfers.pop(t.sha1, None)
             metrics.TRANSFERS_IN_PROGRESS.dec()
-            metrics.FETCH_DURATION.labels("ok" if t.error is None else "error").observe(
-                time.monotonic() - started)
+            if t.chunks or t.error is not None:        # not for a blob that turned out to be local
+                metrics.FETCH_DURATION.labels("ok" if t.error is None else "error").observe(
+                    time.monotonic() - started)
 
     async def _fetch(self, t: Transfer, manifest_sha1: str | None) -> Path:
         local = await trio.to_thread.run_sync(self.store.locate, t.sha1)
