@@ -88,9 +88,6 @@ class StatusSource:
         self._probing: dict[str, float] = {}       # by source label: when its probe started
         self._probe_lock = threading.Lock()
 
-    def close(self) -> None:
-        logging.getLogger("kacheryfs").removeHandler(self.errors)
-
     async def totals(self) -> StorageTotals:
         async with self._totals_lock:          # concurrent polls share one walk
             changes = metrics.store_changes()
