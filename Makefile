@@ -6,12 +6,13 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config attr gcc python3-dev python3-venv systemd
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config attr gcc python3-dev python3-venv systemd chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test deps venv lint bench clean
 
-# System packages: FUSE 3 (and its headers, pyfuse3 compiles against them), getfattr, systemd-analyze.
+# System packages: FUSE 3 (and its headers, pyfuse3 compiles against them), getfattr, systemd-analyze,
+# headless chromium and its driver (the status page's browser test).
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

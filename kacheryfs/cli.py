@@ -125,9 +125,16 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
 @click.option("--storage-dir", default=_default_storage_dir, show_default="$KACHERY_STORAGE_DIR or ~/kachery-storage")
 @click.option("--port", type=int, default=_default_port, show_default="$KACHERY_DAEMON_PORT or 20431")
 @click.option("--host", default=os.environ.get("KACHERY_DAEMON_HOST") or "127.0.0.1", show_default=True)
-def status(storage_dir: str, port: int, host: str) -> None:
+@click.option("--watch", is_flag=True, help="show transfers and totals live, redrawn every --interval seconds")
+@click.option("--interval", type=click.FloatRange(0.1), default=1.0, show_default=True)
+@click.option("--count", type=click.IntRange(1), default=None, hidden=True, help="stop after this many redraws")
+def status(storage_dir: str, port: int, host: str, watch: bool, interval: float, count: int | None) -> None:
     from kachery_client.store import Store
     url = f"http://{host}:{port}"
+    if watch:
+        from kacheryfs.status_watch import watch_status
+        watch_status(url, Path(storage_dir), interval, count)
+        return
     try:
         code = (Path(storage_dir) / "client-auth").read_text()
         r = requests.get(url + "/stats", headers={"KACHERY-CLIENT-AUTH-CODE": code}, timeout=10)

@@ -7,6 +7,10 @@ no channel in it: a purely local node. Example:
     peer_listen = "0.0.0.0:20432"      # optional: a second listener serving ONLY the peer API
     cache_max_bytes = "50G"            # optional: evict blobs that a peer or the bucket also holds
     fetch_connections = 4              # parallel chunk downloads per transfer
+    status_token = "<16+ characters>"  # with --host other than loopback: the token that opens the
+                                       # status page and /metrics (?token=... or Authorization: Bearer)
+    network_gateway = false            # with --host other than loopback: serve GET /sha1/<hash>/<name>
+    peer_serve_rate = "100M"           # optional: at most this many bytes per second to peers
 
     [[channel]]
     name = "lab"
@@ -93,6 +97,9 @@ class NodeConfig:
     peer_listen: tuple[str, int] | None = None
     cache_max_bytes: int | None = None
     fetch_connections: int = 4
+    status_token: str | None = None
+    network_gateway: bool = False
+    peer_serve_rate: int | None = None
     path: Path | None = None
 
     def channel(self, name: str) -> ChannelConfig | None:
@@ -143,6 +150,9 @@ class _NodeFile(msgspec.Struct, forbid_unknown_fields=True):
     peer_listen: str | None = None
     cache_max_bytes: int | str | None = None
     fetch_connections: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    status_token: str | None = None
+    network_gateway: bool = False
+    peer_serve_rate: int | str | None = None
 
 
 class _ConfigFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -179,11 +189,18 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
         channels.append(ch)
     node = file.node
     cache = node.cache_max_bytes
+    token = node.status_token
+    if token is not None and not (len(token) >= 16 and token.isprintable()):
+        raise ConfigError(f"{where}: [node] status_token must be a string of at least 16 characters")
+    rate = node.peer_serve_rate
     return NodeConfig(
         channels=tuple(channels),
         peer_listen=_parse_listen(node.peer_listen, where) if node.peer_listen is not None else None,
         cache_max_bytes=parse_size(cache, f"{where}: [node] cache_max_bytes") if cache not in (None, 0) else None,
-        fetch_connections=node.fetch_connections, path=path)
+        fetch_connections=node.fetch_connections, status_token=token,
+        network_gateway=node.network_gateway,
+        peer_serve_rate=parse_size(rate, f"{where}: [node] peer_serve_rate") if rate is not None else None,
+        path=path)
 
 
 def _parse_channel(c: _ChannelFile, where: str) -> ChannelConfig:

@@ -50,7 +50,7 @@ async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[Extra
     config.graceful_timeout = 10
     config.keep_alive_timeout = 75
     config.h11_max_incomplete_size = 64 * 1024
-    app = make_app(node, halt_event=stop)
+    app = make_app(node, halt_event=stop, host=host)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, stop)

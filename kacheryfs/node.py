@@ -23,6 +23,7 @@ from kachery_client.errors import NotFoundError, UsageError
 from kachery_client.hashing import CHUNK_SIZE, ContentHasher
 from kachery_client.store import Store
 from kachery_client.uri import check_name, check_sha1
+from kacheryfs import metrics
 from kacheryfs.background import backoff
 from kacheryfs.config import CONFIG_NAME, NodeConfig, load_config
 from kacheryfs.content.fetcher import Fetcher, Transfer
@@ -34,6 +35,7 @@ from kacheryfs.feeds.mutables import Mutables
 from kacheryfs.feeds.replication import FeedReplicator
 from kacheryfs.feeds.service import FeedService
 from kacheryfs.feeds.store import Feeds
+from kacheryfs.rate_limit import RateLimiter
 from kacheryfs.security.client_auth import ClientAuth
 from kacheryfs.security.keys import KeyPair, load_or_create_node_keys, write_private_file
 from kacheryfs.security.peer_auth import NonceGuard
@@ -79,6 +81,8 @@ class Node:
         if config is None:
             config = load_config(config_path or self.storage_dir / CONFIG_NAME, required=config_path is not None)
         self.config = config
+        self.peer_serve_limit = RateLimiter(config.peer_serve_rate) if config.peer_serve_rate else None
+        self.mountpoint: Path | None = None          # set by the mount once it is up (status page)
         self.buckets = {c.name: BucketSource(c.bucket, c.name) for c in config.channels if c.bucket}
         # The peers this node asks (for content, feeds and tasks): those of its download channels.
         self.download_peers = {c.name: [PeerSource(url, c.name, self.keys) for url in c.peers]
@@ -199,6 +203,7 @@ class Node:
                 continue
             total -= size
             removed += 1
+            metrics.note_store_change()
             self.index.forget(sha1)
         return removed
 
@@ -215,13 +220,13 @@ class Node:
             return found
         return await found.ensure(sha1, manifest_sha1, progress)
 
-    async def open_content(self, sha1: str) -> Path | Transfer:
-        """The local blob, or the transfer bringing it (once its size is known): the mount reads
-        a transfer's verified ranges before it ends."""
+    async def open_content(self, sha1: str, manifest_sha1: str | None = None) -> Path | Transfer:
+        """The local blob, or the transfer bringing it (once its size is known): the mount and the
+        HTTP gateway read a transfer's verified ranges before it ends."""
         found = await self._local_or_fetcher(sha1)
         if isinstance(found, Path):
             return found
-        t = found.open_transfer(check_sha1(sha1))
+        t = found.open_transfer(check_sha1(sha1), manifest_sha1)
         await t.ready.wait()
         t.raise_error()
         return t.path if t.path is not None else t
@@ -289,8 +294,10 @@ class Node:
             _check_stored_name(name)
 
         def work() -> bool:
-            if self.store.locate(sha1) is None:
+            path = self.store.locate(sha1)
+            if path is None:
                 return False
+            metrics.count_stored("client", os.stat(path).st_size)
             if name:
                 self.index.add_name(sha1, name)
             if manifest_sha1 and self.store.has(manifest_sha1):

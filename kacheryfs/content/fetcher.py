@@ -49,6 +49,7 @@ from kachery_client.hashing import CHUNK_SIZE, parse_manifest
 from kachery_client.storage_errors import storage_errors
 from kachery_client.store import Store
 from kachery_client.uri import check_sha1
+from kacheryfs import metrics
 from kacheryfs.background import BackgroundHost
 from kacheryfs.content.partfile import Chunk, download, hash_range, record_chunk, remove, resume
 from kacheryfs.content.sources import RemoteBlob, Source, SourceError, SourceRefused
@@ -84,6 +85,8 @@ class Transfer:
     path: Path | None = None                                     # the published blob
     error: KacheryError | None = None
     progress: list[ProgressFn] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    source: str = ""                 # label of the source that delivered the latest chunk
     _events: list[trio.Event] = field(default_factory=list)
     _urgent: list[int] = field(default_factory=list)
     _queue: list[int] = field(default_factory=list)
@@ -175,10 +178,15 @@ class Fetcher(BackgroundHost):
     def transfer(self, sha1: str) -> Transfer | None:
         return self._transfers.get(sha1)
 
+    def in_progress(self) -> list[Transfer]:
+        """The transfers in progress now (for the status page; read, never change them)."""
+        return list(self._transfers.values())
+
     # ---- one transfer --------------------------------------------------------------------
 
     async def _run_transfer(self, t: Transfer, manifest_sha1: str | None) -> None:
         started = time.monotonic()
+        metrics.TRANSFERS_IN_PROGRESS.inc()
         try:
             path = await self._fetch(t, manifest_sha1)
         except KacheryError as e:
@@ -192,6 +200,10 @@ class Fetcher(BackgroundHost):
             t._finish(path, None)
         finally:
             self._transfers.pop(t.sha1, None)
+            metrics.TRANSFERS_IN_PROGRESS.dec()
+            if t.chunks or t.error is not None:        # not for a blob that turned out to be local
+                metrics.FETCH_DURATION.labels("ok" if t.error is None else "error").observe(
+                    time.monotonic() - started)
 
     async def _fetch(self, t: Transfer, manifest_sha1: str | None) -> Path:
         local = await trio.to_thread.run_sync(self.store.locate, t.sha1)
@@ -241,6 +253,7 @@ class Fetcher(BackgroundHost):
             await trio.to_thread.run_sync(remove, part, record)
             raise
         await trio.to_thread.run_sync(remove, record)
+        metrics.count_fetched(sources[0].source.kind)
         if self.on_fetched is not None:
             self.on_fetched(t.sha1, size, sources[0].source.label)
         return path
@@ -256,6 +269,7 @@ class Fetcher(BackgroundHost):
                 info = await trio.to_thread.run_sync(source.stat, sha1, abandon_on_cancel=True)
             except SourceError as e:
                 problems.append(str(e))
+                metrics.SOURCE_ERRORS.labels(source.kind, _error_kind(e)).inc()
                 return
             if info is not None:
                 answers.append((time.monotonic() - t0, source, info))
@@ -319,8 +333,10 @@ class Fetcher(BackgroundHost):
                 digest = await trio.to_thread.run_sync(download, state.source, t.sha1, chunk, fd)
             except SourceRefused as e:
                 state.dropped = str(e)
+                metrics.SOURCE_ERRORS.labels(state.source.kind, "refused").inc()
                 continue
             except SourceError as e:
+                metrics.SOURCE_ERRORS.labels(state.source.kind, "failed").inc()
                 state.failures += 1
                 log.info("chunk %d of sha1://%s from %s failed (%d): %s", i, t.sha1, state.source.label,
                          state.failures, e)
@@ -330,6 +346,8 @@ class Fetcher(BackgroundHost):
                     await trio.sleep(BACKOFF_BASE * 2 ** (state.failures - 1))
                 continue
             if chunk.sha1 is not None and digest != chunk.sha1:
+                metrics.CHUNK_VERIFICATION_FAILURES.labels(state.source.kind).inc()
+                metrics.SOURCE_ERRORS.labels(state.source.kind, "bad_bytes").inc()
                 state.bad_bytes += 1
                 log.warning("%s served bad bytes for chunk %d of sha1://%s (%d); discarded",
                             state.source.label, i, t.sha1, state.bad_bytes)
@@ -337,6 +355,8 @@ class Fetcher(BackgroundHost):
                     state.dropped = f"served bad bytes for chunk {i}"
                 continue
             state.failures = 0
+            t.source = state.source.label
+            metrics.FETCHED_BYTES.labels(state.source.kind).inc(chunk.end - chunk.start)
             return
 
     async def _hash_in_order(self, t: Transfer, fd: int) -> str:
@@ -350,3 +370,7 @@ class Fetcher(BackgroundHost):
             await t._events[i].wait()
             await trio.to_thread.run_sync(hash_range, h, fd, chunk.start, chunk.end)
         return h.hexdigest()
+
+
+def _error_kind(e: SourceError) -> str:
+    return "refused" if isinstance(e, SourceRefused) else "failed"

@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from kacheryfs import metrics
 from kacheryfs.feeds.store import Feeds
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class FeedService:
 
     async def append(self, feed_id: str, subfeed_hash: str, messages: Sequence[Any]) -> int:
         count = await trio.to_thread.run_sync(self.feeds.append, feed_id, subfeed_hash, messages)
+        metrics.FEED_MESSAGES_APPENDED.inc(len(messages))
         if messages:
             self.notify(feed_id, subfeed_hash)
         return count
@@ -79,6 +81,7 @@ class FeedService:
     async def import_messages(self, feed_id: str, subfeed_hash: str, envelopes: Sequence[Any]) -> int:
         """Verified import of another node's signed envelopes (see Feeds.import_messages)."""
         added = await trio.to_thread.run_sync(self.feeds.import_messages, feed_id, subfeed_hash, envelopes)
+        metrics.FEED_MESSAGES_REPLICATED.inc(added)
         if added:
             self.notify(feed_id, subfeed_hash)
         return added

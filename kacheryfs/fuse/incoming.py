@@ -23,6 +23,7 @@ import trio
 from kachery_client.errors import LocalStorageError, NotFoundError, UsageError
 from kachery_client.store import BlobWriter, StoredBlob
 from kachery_client.uri import check_name
+from kacheryfs import metrics
 from kacheryfs.fuse.entries import Entry, FsError
 from kacheryfs.node import Node
 
@@ -171,6 +172,7 @@ class IncomingFiles:
             self.by_name.pop(inc.entry.name or "", None)
             raise
         inc.sha1 = blob.sha1
+        metrics.count_stored("mount", blob.size)
         assert inc.entry.name is not None
         await self.node.record_stored(blob.sha1, inc.entry.name, blob.manifest_sha1)
         log.info("stored incoming/%s as sha1://%s", inc.entry.name, inc.sha1)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from kachery_client.errors import IntegrityError, LocalStorageError, NotFoundError, TransferError, UsageError
+from kacheryfs import metrics
 from kacheryfs.exception_groups import first_error, leaves
 from kacheryfs.fuse.vfs import VFS, XATTR_PREFIX, Attr, Content, FsError, Incoming
 
@@ -56,8 +57,11 @@ def errno_for(error: BaseException, where: str) -> int:
 def _translate(fn: F) -> F:
     """No error but FUSEError may leave a handler: pyfuse3 ends its main loop (and the mount) on
     anything else. Cancellation (a BaseException with no Exception inside) still passes."""
+    operation = metrics.FUSE_OPERATIONS.labels(fn.__name__)
+
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        operation.inc()
         try:
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -174,7 +178,9 @@ class Operations(pyfuse3.Operations):
         content = self._readers.get(fh)
         if content is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        return await content.read(off, size)
+        data = await content.read(off, size)
+        metrics.FUSE_READ_BYTES.inc(len(data))
+        return data
 
     @_translate
     async def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -2,7 +2,8 @@
 
 Holds the ASGI app and its auth middleware (`app`), the handlers of each route family
 (`client_routes`, `feed_routes`, `task_routes`, `peer_routes`) and the one mapping of errors to HTTP
-statuses (`errors`). Handlers parse a request, call the Node and format the answer: no logic lives here.
+statuses (`errors`). What people and Prometheus see: `status_page` (+ `templates/`, `status_data`),
+`gateway`, `access` (who may see them) and `request_metrics`. Handlers parse a request, call the Node and format the answer: no logic lives here.
 
 May import: kacheryfs.node and everything below it, kachery_client's pure modules.
 Imported by: kacheryfs.daemon only. Nothing below the edge imports this package.

@@ -5,7 +5,10 @@ Translation only. Errors are mapped once, by http.errors.response_for:
     UsageError -> 400, AuthError -> 403, NotFoundError -> 404, other KacheryError -> 500,
     anything else -> 500 "internal error" (logged with its traceback, never sent).
 Auth (docs/PROTOCOL.md section 2) is a pure ASGI wrapper around the app: every request but GET /probe
-must carry the current or previous client auth code, else 403 with the original's texts.
+must carry the current or previous client auth code, else 403 with the original's texts. The status
+page, /metrics and the gateway (GET and HEAD only, access.is_open_read) pass without it and apply
+their own rule (access.py). Outermost, request_metrics.RequestMetrics counts every answer by route
+template.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from kacheryfs.http import gateway, status_page
+from kacheryfs.http.access import Access, is_open_read
 from kacheryfs.http.client_routes import (
     JSON_ROUTES,
     download_file_data,
@@ -27,6 +32,8 @@ from kacheryfs.http.client_routes import (
     store,
 )
 from kacheryfs.http.peer_routes import peer_routes
+from kacheryfs.http.request_metrics import RequestMetrics
+from kacheryfs.http.status_data import StatusSource
 from kacheryfs.http.task_routes import RESULT_ROUTES as TASK_RESULT_ROUTES
 from kacheryfs.node import Node
 from kacheryfs.tasks.urls import RESULT_PATH_PREFIX as TASK_RESULT_PREFIX
@@ -49,7 +56,7 @@ class ClientAuthWrapper:
             self.node.stats.requests += 1
             # Peer requests carry node signatures instead (peer_routes.py checks them); task
             # result URLs carry their own token (kachery-client 1.2.0 sends no auth header there).
-            if not (scope["method"] == "GET" and scope["path"] == "/probe") \
+            if not (scope["method"] == "GET" and scope["path"] == "/probe") and not is_open_read(scope) \
                     and not scope["path"].startswith(("/peer/", TASK_RESULT_PREFIX)):
                 code = dict(scope["headers"]).get(AUTH_HEADER)
                 message = None
@@ -76,8 +83,10 @@ class ClientAuthWrapper:
         return code in self._extra_codes
 
 
-def make_app(node: Node, halt_event: trio.Event, extra_routes: list[Route] | None = None) -> Any:
-    """The ASGI app; GET /halt sets `halt_event`, which asks the daemon to stop."""
+def make_app(node: Node, halt_event: trio.Event, extra_routes: list[Route] | None = None,
+             host: str = "127.0.0.1") -> Any:
+    """The ASGI app; GET /halt sets `halt_event`, which asks the daemon to stop. `host` is the
+    address the node listens on: it decides who may see the status page, metrics and gateway."""
     routes = [Route(path, json_endpoint(h), methods=["POST"]) for path, h in JSON_ROUTES.items()]
     routes += [
         Route("/probe", json_endpoint(JSON_ROUTES["/probe"]), methods=["GET"]),
@@ -88,9 +97,13 @@ def make_app(node: Node, halt_event: trio.Event, extra_routes: list[Route] | Non
         Route("/halt", halt, methods=["GET"]),
         *peer_routes(),
         *TASK_RESULT_ROUTES,
+        *status_page.ROUTES,
+        *gateway.ROUTES,
         *(extra_routes or []),
     ]
     app = Starlette(routes=routes)
     app.state.node = node
     app.state.halt = halt_event
-    return ClientAuthWrapper(app, node)
+    app.state.access = Access(node, host)
+    app.state.status = StatusSource(node)
+    return RequestMetrics(ClientAuthWrapper(app, node))

@@ -21,6 +21,7 @@ from kachery_client.errors import NotFoundError, UsageError
 from kachery_client.storage_errors import storage_errors
 from kachery_client.store import BlobWriter
 from kachery_client.uri import check_name, check_sha1
+from kacheryfs import metrics
 from kacheryfs.exception_groups import first_error
 from kacheryfs.feeds.mutables import is_private_key
 from kacheryfs.http import schemas as s
@@ -170,6 +171,7 @@ async def store(request: Request) -> Response:
             writer.abort()  # no-op after commit; removes the temp file otherwise (incl. cancellation)
     node.stats.bytes_received += blob.size
     node.stats.blobs_stored += 1
+    metrics.count_stored("http", blob.size)
     await node.record_stored(blob.sha1, name, blob.manifest_sha1)
     return JSONResponse({"success": True, "error": None, "sha1": blob.sha1, "manifestSha1": blob.manifest_sha1})
 

@@ -32,6 +32,7 @@ from kacheryfs.feeds.replication import serve_feed_messages
 from kacheryfs.feeds.store import check_feed_id, check_subfeed_hash
 from kacheryfs.http import schemas as s
 from kacheryfs.http.errors import error_response, response_for
+from kacheryfs.http.request_metrics import RequestMetrics
 from kacheryfs.node import Node
 from kacheryfs.security.peer_auth import check_request
 from kacheryfs.tasks.forwarding import serve_task_request, serve_task_wait
@@ -124,6 +125,8 @@ async def blob(request: Request) -> Response:
                     return
                 pos += len(data)
                 node.stats.bytes_sent += len(data)
+                if node.peer_serve_limit is not None:
+                    await node.peer_serve_limit.take(len(data))
                 yield data
 
     headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes"}
@@ -144,4 +147,4 @@ def make_peer_app(node: Node) -> Any:
     from starlette.applications import Starlette
     app = Starlette(routes=peer_routes())
     app.state.node = node
-    return app
+    return RequestMetrics(app)

@@ -53,6 +53,7 @@ import trio
 from kachery_client.canonical_json import canonical_sha1
 from kachery_client.errors import NotFoundError, UsageError
 from kachery_client.uri import check_sha1
+from kacheryfs import metrics
 from kacheryfs.tasks.results import TaskResults
 from kacheryfs.tasks.urls import ResultUrls
 
@@ -327,6 +328,7 @@ class TaskHub:
             self._pending.pop(task.key, None)
         log.debug("task %s (%s): %s -> %s %s", task.task_id, task.function_id, task.status, status, error_message or "")
         task.status, task.error_message, task.changed_at = status, error_message, time.monotonic()
+        metrics.TASK_STATUS_CHANGES.labels(status).inc()
         task.changed.set()
         task.changed = trio.Event()
 
