@@ -7,6 +7,8 @@ no channel in it: a purely local node. Example:
     peer_listen = "0.0.0.0:20432"      # optional: a second listener serving ONLY the peer API
     cache_max_bytes = "50G"            # optional: evict blobs that a peer or the bucket also holds
     fetch_connections = 4              # parallel chunk downloads per transfer
+    transfer_grace_seconds = 30        # a transfer nobody waits for stops after this (keeps its chunks)
+    partial_max_bytes = "20G"          # partial/ beyond this: oldest abandoned transfers removed first
 
     [[channel]]
     name = "lab"
@@ -85,6 +87,8 @@ class NodeConfig:
     peer_listen: tuple[str, int] | None = None
     cache_max_bytes: int | None = None
     fetch_connections: int = 4
+    transfer_grace_seconds: float = 30.0
+    partial_max_bytes: int = 20 << 30
     path: Path | None = None
 
     def channel(self, name: str) -> ChannelConfig | None:
@@ -114,7 +118,8 @@ def load_config(path: Path, *, required: bool = False) -> NodeConfig:
 def parse_config(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
     where = str(path) if path else "config"
     node = _table(raw.get("node", {}), f"{where}: [node]")
-    _no_unknown(node, {"peer_listen", "cache_max_bytes", "fetch_connections"}, f"{where}: [node]")
+    _no_unknown(node, {"peer_listen", "cache_max_bytes", "fetch_connections", "transfer_grace_seconds",
+                       "partial_max_bytes"}, f"{where}: [node]")
     _no_unknown(raw, {"node", "channel"}, where)
     channels = []
     seen = set()
@@ -128,11 +133,16 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
     if not isinstance(fetch_connections, int) or not 1 <= fetch_connections <= 64:
         raise ConfigError(f"{where}: [node] fetch_connections must be an integer from 1 to 64")
     cache = node.get("cache_max_bytes")
+    grace = node.get("transfer_grace_seconds", 30.0)
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 86400:
+        raise ConfigError(f"{where}: [node] transfer_grace_seconds must be a number of seconds from 0 to 86400")
+    partial_max = parse_size(node.get("partial_max_bytes", 20 << 30), f"{where}: [node] partial_max_bytes")
     return NodeConfig(
         channels=tuple(channels),
         peer_listen=_parse_listen(node["peer_listen"], where) if "peer_listen" in node else None,
         cache_max_bytes=parse_size(cache, f"{where}: [node] cache_max_bytes") if cache not in (None, 0) else None,
-        fetch_connections=fetch_connections, path=path)
+        fetch_connections=fetch_connections, transfer_grace_seconds=float(grace),
+        partial_max_bytes=partial_max, path=path)
 
 
 def _parse_channel(c: dict[str, Any], where: str) -> ChannelConfig:

@@ -21,6 +21,12 @@ that gives up (a cancelled request) does not stop it. Transfers run in the fetch
 Readers that want part of a file before the end (the mount) call `open_transfer` and then
 `Transfer.wait_range(start, end)`: the chunks covering the range jump the queue, and the call
 returns as soon as they are verified.
+
+Interest: whoever waits for a transfer holds it (`Transfer.held()`: `ensure` callers, open files
+in the mount, ranged reads). A transfer nobody holds for `grace` seconds is abandoned: it stops
+(its download threads write nothing more) and keeps its verified chunks in partial/ for a later
+resume; partial/ is bounded (partial.py). The search for sources is search.py: a source that
+fails or hangs there is a TransferError naming it, never "not found".
 """
 
 from __future__ import annotations
@@ -29,24 +35,30 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from kachery_client.errors import IntegrityError, KacheryError, NotFoundError, TransferError
+from kachery_client.errors import IntegrityError, KacheryError, TransferError
 from kachery_client.hashing import CHUNK_SIZE, parse_manifest
 from kachery_client.store import Store
 from kachery_client.uri import check_sha1
 from kacheryfs.background import BackgroundHost
-from kacheryfs.content.sources import RemoteBlob, Source, SourceError, SourceRefused
+from kacheryfs.content.partial import trim_partial
+from kacheryfs.content.search import SourceSearch
+from kacheryfs.content.sources import Source, SourceError, SourceRefused
 
 log = logging.getLogger(__name__)
 
-STAT_TIMEOUT = 15.0
+STAT_TIMEOUT = 15.0               # the longest a search for sources waits (less if --fetch-timeout is)
+ABANDON_GRACE = 30.0             # seconds a transfer nobody waits for keeps going
+PARTIAL_MAX_BYTES = 20 << 30
 MAX_SOURCE_FAILURES = 3          # consecutive failures before a source is dropped from a transfer
 BACKOFF_BASE = 0.2               # seconds, doubled per failure
 HASH_BLOCK = 8 << 20
@@ -83,6 +95,13 @@ class Transfer:
     path: Path | None = None                                     # the published blob
     error: KacheryError | None = None
     progress: list[ProgressFn] = field(default_factory=list)
+    source: str | None = None                                    # label of the best source
+    started: float = field(default_factory=time.monotonic)
+    waiters: int = 0                                             # holders: see held()
+    abandoned: bool = False
+    _changed: trio.Event = field(default_factory=trio.Event)     # waiters changed, or done
+    _write_lock: threading.Lock = field(default_factory=threading.Lock)
+    _scope: trio.CancelScope | None = None
     _events: list[trio.Event] = field(default_factory=list)
     _urgent: list[int] = field(default_factory=list)
     _queue: list[int] = field(default_factory=list)
@@ -93,6 +112,34 @@ class Transfer:
         if self.path is not None:
             return self.size
         return sum(c.end - c.start for c, p in zip(self.chunks, self.present, strict=True) if p)
+
+    @contextmanager
+    def held(self) -> Iterator[Transfer]:
+        """Keep the transfer going while the block runs (someone waits for its bytes)."""
+        self.hold()
+        try:
+            yield self
+        finally:
+            self.release()
+
+    def hold(self) -> None:
+        self.waiters += 1
+        self._wake()
+
+    def release(self) -> None:
+        self.waiters -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def stop_writes(self) -> bool:
+        """Download threads write nothing after this (they check under the same lock)."""
+        with self._write_lock:
+            already = self.abandoned
+            self.abandoned = True
+        return not already
 
     def raise_error(self) -> None:
         if self.error is not None:
@@ -138,14 +185,20 @@ class Transfer:
         for e in self._events:
             e.set()
         self.done.set()
+        self._changed.set()
 
 
 class Fetcher(BackgroundHost):
     def __init__(self, store: Store, sources: Sequence[Source], *, connections: int = 4,
-                 partial_dir: Path | None = None, on_fetched: FetchedFn | None = None):
+                 partial_dir: Path | None = None, on_fetched: FetchedFn | None = None,
+                 stat_timeout: float = STAT_TIMEOUT, grace: float = ABANDON_GRACE,
+                 partial_max_bytes: int = PARTIAL_MAX_BYTES):
         super().__init__()
         self.store = store
         self.sources = list(sources)
+        self.search = SourceSearch(self.sources, stat_timeout)
+        self.grace = grace
+        self.partial_max_bytes = partial_max_bytes
         self.connections = connections
         self.partial_dir = partial_dir or store.root / "partial"
         self.on_fetched = on_fetched
@@ -158,52 +211,97 @@ class Fetcher(BackgroundHost):
         t = self.open_transfer(check_sha1(sha1), manifest_sha1)
         if progress is not None:
             t.progress.append(progress)
-        await t.done.wait()
+        with t.held():
+            await t.done.wait()
         t.raise_error()
         assert t.path is not None
         return t.path
 
     def open_transfer(self, sha1: str, manifest_sha1: str | None = None) -> Transfer:
         """The running transfer of this hash, or a new one (single flight)."""
-        t = self._transfers.get(sha1)
-        if t is None:
+        previous = t = self._transfers.get(sha1)
+        if t is None or t.abandoned:
+            # An abandoned transfer still winding down: the new one starts once it is gone.
             t = self._transfers[sha1] = Transfer(sha1)
-            self.start_soon(self._run_transfer, t, manifest_sha1)
+            self.start_soon(self._run_transfer, t, manifest_sha1, previous)
         return t
 
     def transfer(self, sha1: str) -> Transfer | None:
         return self._transfers.get(sha1)
 
+    def transfers(self) -> list[Transfer]:
+        return list(self._transfers.values())
+
+    async def remote_size(self, sha1: str) -> int:
+        """The size of a blob the sources have, without downloading it (NotFoundError if none
+        has it, TransferError naming the sources that could not be asked)."""
+        t = self._transfers.get(sha1)
+        if t is not None and t.ready.is_set() and t.error is None:
+            return t.size
+        return await self.search.size(check_sha1(sha1), self.start_soon)
+
     # ---- one transfer --------------------------------------------------------------------
 
-    async def _run_transfer(self, t: Transfer, manifest_sha1: str | None) -> None:
-        started = time.monotonic()
+    async def _run_transfer(self, t: Transfer, manifest_sha1: str | None, previous: Transfer | None = None) -> None:
+        if previous is not None and previous is not t:
+            await previous.done.wait()
+        started = t.started = time.monotonic()
         try:
-            path = await self._fetch(t, manifest_sha1)
-        except KacheryError as e:
-            log.warning("fetch of sha1://%s failed: %s", t.sha1, e)
-            t._finish(None, e)
-        except Exception as e:       # a bug: fail this transfer, keep the node
-            log.exception("fetch of sha1://%s crashed", t.sha1)
-            t._finish(None, TransferError(f"internal error fetching sha1://{t.sha1}: {e}"))
-        else:
-            log.info("fetched sha1://%s (%d bytes) in %.2f s", t.sha1, t.size, time.monotonic() - started)
-            t._finish(path, None)
+            with trio.CancelScope() as t._scope:
+                self.start_soon(self._abandon_when_idle, t)
+                try:
+                    path = await self._fetch(t, manifest_sha1)
+                except KacheryError as e:
+                    log.warning("fetch of sha1://%s failed: %s", t.sha1, e)
+                    t._finish(None, e)
+                except Exception as e:       # a bug: fail this transfer, keep the node
+                    log.exception("fetch of sha1://%s crashed", t.sha1)
+                    t._finish(None, TransferError(f"internal error fetching sha1://{t.sha1}: {e}"))
+                else:
+                    log.info("fetched sha1://%s (%d bytes) in %.2f s", t.sha1, t.size, time.monotonic() - started)
+                    t._finish(path, None)
+            if not t.done.is_set():
+                log.info("sha1://%s abandoned after %.1f s (nobody waits for it); %d of %d bytes kept in "
+                         "partial/ for a resume", t.sha1, time.monotonic() - started, t.bytes_present, t.size)
+                t._finish(None, TransferError(f"the transfer of sha1://{t.sha1} was abandoned: nobody waited for it"))
         finally:
-            self._transfers.pop(t.sha1, None)
+            if self._transfers.get(t.sha1) is t:
+                del self._transfers[t.sha1]
+            if t.path is None:
+                await trio.to_thread.run_sync(self._trim_partial)
+
+    async def _abandon_when_idle(self, t: Transfer) -> None:
+        """Stop the transfer once nobody has held it for `grace` seconds."""
+        while not t.done.is_set():
+            changed = t._changed
+            if t.waiters > 0:
+                await changed.wait()
+                continue
+            with trio.move_on_after(self.grace) as idle:
+                await changed.wait()
+            if idle.cancelled_caught and t.waiters == 0 and not t.done.is_set():
+                t.stop_writes()
+                assert t._scope is not None
+                t._scope.cancel()
+                return
+
+    def _trim_partial(self) -> None:
+        trim_partial(self.partial_dir, self.partial_max_bytes, set(self._transfers))
 
     async def _fetch(self, t: Transfer, manifest_sha1: str | None) -> Path:
         local = await trio.to_thread.run_sync(self.store.locate, t.sha1)
         if local is not None:
             t._plan(os.stat(local).st_size, [], local, set())
             return local
-        found = await self._find(t.sha1)
+        found = await self.search.find(t.sha1, self.start_soon)
         size = found[0][1].size
         sources = [SourceState(s) for s, info in found if info.size == size]
+        t.source = sources[0].source.label
         if manifest_sha1 is None:
             manifest_sha1 = next((info.manifest_sha1 for _, info in found if info.manifest_sha1), None)
         chunks = await self._plan_chunks(t.sha1, size, manifest_sha1)
         self.partial_dir.mkdir(parents=True, exist_ok=True)
+        await trio.to_thread.run_sync(self._trim_partial)
         part = self.partial_dir / f"{t.sha1}.part"
         record = self.partial_dir / f"{t.sha1}.chunks"
         present = await trio.to_thread.run_sync(_resume, part, record, size, chunks, manifest_sha1)
@@ -229,37 +327,10 @@ class Fetcher(BackgroundHost):
             os.close(fd)
         path = await trio.to_thread.run_sync(self.store.publish_verified, part, t.sha1)
         await trio.to_thread.run_sync(_remove, record)
+        self.search.forget(t.sha1)
         if self.on_fetched is not None:
             self.on_fetched(t.sha1, size, sources[0].source.label)
         return path
-
-    async def _find(self, sha1: str) -> list[tuple[Source, RemoteBlob]]:
-        """Sources that have the blob: peers first, then buckets, each group quickest first."""
-        answers: list[tuple[float, Source, RemoteBlob]] = []
-        problems: list[str] = []
-
-        async def ask(source: Source) -> None:
-            t0 = time.monotonic()
-            try:
-                info = await trio.to_thread.run_sync(source.stat, sha1, abandon_on_cancel=True)
-            except SourceError as e:
-                problems.append(str(e))
-                return
-            if info is not None:
-                answers.append((time.monotonic() - t0, source, info))
-
-        with trio.move_on_after(STAT_TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                for s in self.sources:
-                    nursery.start_soon(ask, s)
-        if not answers:
-            where = "; ".join(problems)
-            if problems and len(problems) == len(self.sources):
-                raise TransferError(f"sha1://{sha1}: no source could be asked: {where}")
-            raise NotFoundError(f"sha1://{sha1} is not on this node nor on any of its {len(self.sources)} "
-                                f"sources" + (f" (and: {where})" if where else ""))
-        answers.sort(key=lambda a: (a[1].kind != "peer", a[0]))
-        return [(s, info) for _, s, info in answers]
 
     async def _plan_chunks(self, sha1: str, size: int, manifest_sha1: str | None) -> list[Chunk]:
         if size <= CHUNK_SIZE:
@@ -304,7 +375,11 @@ class Fetcher(BackgroundHost):
             state = live[turn % len(live)]
             turn += 1
             try:
-                digest = await trio.to_thread.run_sync(_download, state.source, t.sha1, chunk, fd)
+                # Abandonable, so that a stopped transfer does not wait for a slow source; the
+                # thread writes through its own descriptor and stops writing once told (stop_writes).
+                own_fd = os.dup(fd)
+                digest = await trio.to_thread.run_sync(_download, state.source, t, chunk, own_fd,
+                                                       abandon_on_cancel=True)
             except SourceRefused as e:
                 state.dropped = str(e)
                 continue
@@ -347,19 +422,29 @@ async def _record_chunk(fd: int, record: Any, i: int) -> None:
     record.flush()
 
 
-def _download(source: Source, sha1: str, chunk: Chunk, fd: int) -> str:
-    """Stream one chunk into the part file at its offset, hashing it in the same pass."""
+class _Stopped(SourceError):
+    pass
+
+
+def _download(source: Source, t: Transfer, chunk: Chunk, fd: int) -> str:
+    """Stream one chunk into the part file at its offset, hashing it in the same pass. Owns `fd`."""
     h = hashlib.sha1()
     pos = chunk.start
 
     def sink(view: memoryview) -> None:
         nonlocal pos
         h.update(view)
-        while len(view):
-            n = os.pwrite(fd, view, pos)
-            pos += n
-            view = view[n:]
-    source.read_range(sha1, chunk.start, chunk.end, sink)
+        with t._write_lock:
+            if t.abandoned:
+                raise _Stopped("the transfer was abandoned")
+            while len(view):
+                n = os.pwrite(fd, view, pos)
+                pos += n
+                view = view[n:]
+    try:
+        source.read_range(t.sha1, chunk.start, chunk.end, sink)
+    finally:
+        os.close(fd)
     return h.hexdigest()
 
 

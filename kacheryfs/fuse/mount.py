@@ -74,6 +74,7 @@ async def _serve(node: Node, mountpoint: Path, fetch_timeout: float, background:
         options.add("allow_other")          # a shared /kachery: every user reads it
     pyfuse3.init(ops, str(mountpoint), options)
     log.info("mounted %s at %s", node.storage_dir, mountpoint)
+    node.mountpoint = mountpoint
     task_status.started()
     clean = False
     try:

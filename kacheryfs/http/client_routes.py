@@ -18,12 +18,14 @@ import trio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from kachery_client.errors import KacheryError, NotFoundError, UsageError
+from kachery_client.errors import IntegrityError, KacheryError, NotFoundError, TransferError, UsageError
 from kachery_client.store import BlobWriter
 from kachery_client.uri import check_name, check_sha1
+from kacheryfs.content.fetcher import Transfer
 from kacheryfs.feeds.mutables import is_private_key
 from kacheryfs.http.errors import error_response, parse_json_object, response_for
 from kacheryfs.http.feed_routes import FEED_ROUTES
+from kacheryfs.http.status import node_status
 from kacheryfs.http.task_routes import JSON_HANDLERS as TASK_HANDLERS
 from kacheryfs.http.task_routes import request_base_url
 from kacheryfs.node import VERSION, Node
@@ -234,27 +236,49 @@ async def load_file(request: Request) -> Response:
 
     async def frames() -> AsyncIterator[bytes]:
         yield _frame({"type": "progress", "bytesLoaded": 0, "bytesTotal": 0})
-        last = time.monotonic()
-        pending: list[tuple[int, int]] = []
-
-        def progress(done: int, total: int) -> None:
-            pending.append((done, total))
-
         try:
             if chunk_of and await trio.to_thread.run_sync(node.store.locate, sha1) is None:
                 path = await _slice_chunk(node, sha1, chunk_of)
             else:
-                path = await node.ensure(sha1, manifest, progress)
+                found = await node.load(sha1, manifest)
+                if isinstance(found, Transfer):
+                    # Held while this request waits: a client that goes away lets it be abandoned.
+                    with found.held():
+                        while not found.done.is_set():
+                            with trio.move_on_after(PROGRESS_INTERVAL):
+                                await found.done.wait()
+                            if found.ready.is_set() and not found.done.is_set():
+                                yield _frame(progress_frame(found))
+                    found.raise_error()
+                    assert found.path is not None
+                    yield _frame(progress_frame(found))
+                    found = found.path
+                path = found
         except KacheryError as e:
-            message = "Unable to find file" if isinstance(e, NotFoundError) else str(e)
-            yield _frame({"type": "error", "error": message})
+            yield _frame(error_frame(e))
             return
-        if pending and time.monotonic() - last >= 0:
-            done, total = pending[-1]
-            yield _frame({"type": "progress", "bytesLoaded": done, "bytesTotal": total})
         yield _frame({"type": "finished", "localFilePath": str(path)})
 
     return StreamingResponse(frames())
+
+
+def progress_frame(t: Transfer) -> dict[str, Any]:
+    """docs/PROTOCOL.md 4.3, plus ours (15.1): where the bytes come from and how fast."""
+    elapsed = max(time.monotonic() - t.started, 1e-3)
+    return {"type": "progress", "bytesLoaded": t.bytes_present, "bytesTotal": t.size,
+            "source": t.source, "bytesPerSecond": int(t.bytes_present / elapsed)}
+
+
+def error_frame(e: KacheryError) -> dict[str, Any]:
+    """The original's text for absent content (client 1.2.0 shows it); otherwise the node's reason.
+    errorKind (ours, 15.1) lets our client raise the right error."""
+    if isinstance(e, NotFoundError):
+        return {"type": "error", "error": "Unable to find file", "errorKind": "notFound", "detail": str(e)}
+    kind = next((k for cls, k in _ERROR_KINDS if isinstance(e, cls)), "node")
+    return {"type": "error", "error": str(e), "errorKind": kind}
+
+
+_ERROR_KINDS = ((IntegrityError, "integrity"), (TransferError, "transfer"), (UsageError, "usage"))
 
 
 async def _slice_chunk(node: Node, sha1: str, chunk_of: Any) -> Any:
@@ -281,23 +305,22 @@ async def download_file_data(request: Request) -> Response:
         body = json.loads(await request.body())
         sha1, _ = file_key_sha1(body)
         start, end = body.get("startByte"), body.get("endByte")
-        path = await trio.to_thread.run_sync(node.store.require, sha1)
-        size = path.stat().st_size
         if start is None or end is None:
-            start, end = 0, size
-        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= size):
-            raise UsageError(f"invalid byte range [{start}, {end}) for a file of {size} bytes")
+            start = end = None
+        elif not (isinstance(start, int) and isinstance(end, int)):
+            raise UsageError("startByte and endByte must be integers")
+        # Ours (15.1): a range of content still arriving is served once its chunks are verified;
+        # clampEnd cuts an end past the file's size, as `kachery-cat --end` does.
+        rng = await node.open_range(sha1, start, end, clamp_end=body.get("clampEnd") is True)
     except ValueError:
         return error_response(400, "request body is not JSON")
-    except UsageError as e:
-        return error_response(400, str(e))
-    except NotFoundError as e:
-        return error_response(404, str(e))
+    except Exception as e:
+        return response_for(e, request)
 
     async def blocks() -> AsyncIterator[bytes]:
-        with open(path, "rb") as f:
-            f.seek(start)
-            left = end - start
+        with rng.file as f:
+            f.seek(rng.start)
+            left = rng.end - rng.start
             while left > 0:
                 block = await trio.to_thread.run_sync(f.read, min(left, 4 << 20))
                 if not block:
@@ -306,7 +329,7 @@ async def download_file_data(request: Request) -> Response:
                 node.stats.bytes_sent += len(block)
                 yield block
 
-    return StreamingResponse(blocks(), headers={"Content-Length": str(end - start)},
+    return StreamingResponse(blocks(), headers={"Content-Length": str(rng.end - rng.start)},
                              media_type="application/octet-stream")
 
 
@@ -318,7 +341,8 @@ async def stats(request: Request) -> Response:
         "totalMessagesSent": 0, "storageDir": str(node.storage_dir), "requests": s.requests,
         "blobsStored": s.blobs_stored,
         "channels": [{"name": c.name, "roles": list(c.roles), "peers": len(c.peers), "members": len(c.members),
-                      "bucket": c.bucket.describe() if c.bucket else None} for c in node.config.channels]}})
+                      "bucket": c.bucket.describe() if c.bucket else None} for c in node.config.channels],
+        **await node_status(node)}})
 
 
 async def halt(request: Request) -> Response:
