@@ -1,7 +1,9 @@
 """The kachery-* commands: parse arguments, call the API, print. No logic of their own.
 
-Results go to stdout; progress and errors to stderr. A KacheryError (a user mistake or a
-missing file, node or hash) is printed as one line and exits 1, without a traceback.
+Results go to stdout; progress and errors to stderr. A KacheryError (a missing file, node or
+hash, a failing source) is printed as one line and exits 1, without a traceback; a UsageError
+(the command line asks for something impossible) exits 2, like click's own usage errors.
+Progress (progress.py) shows on a terminal only, and never with --quiet.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, api
-from .errors import KacheryError
+from .errors import KacheryError, LocalFileError, UsageError
+from .progress import ProgressLine
 
 F = TypeVar("F", bound=Callable[..., Any])
-PROGRESS_MIN_BYTES = 100_000_000
+QUIET = click.option("--quiet", "-q", is_flag=True, help="no progress display on the terminal")
+
+
+class _UsageFailure(click.ClickException):
+    exit_code = 2
 
 
 def _errors_as_one_line(fn: F) -> F:
@@ -26,6 +33,8 @@ def _errors_as_one_line(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except UsageError as e:
+            raise (click.ClickException if isinstance(e, LocalFileError) else _UsageFailure)(str(e)) from None
         except KacheryError as e:
             raise click.ClickException(str(e)) from None
         except BrokenPipeError:
@@ -34,71 +43,65 @@ def _errors_as_one_line(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class _Progress:
-    """A progress bar on stderr, only on a terminal and only for large files."""
-
-    def __init__(self, label: str, total: int):
-        self._bar = None
-        if total >= PROGRESS_MIN_BYTES and sys.stderr.isatty():
-            self._bar = click.progressbar(length=total, label=label, file=sys.stderr)
-            self._bar.__enter__()
-        self._done = 0
-
-    def __call__(self, done: int) -> None:
-        if self._bar is not None:
-            self._bar.update(done - self._done)
-            self._done = done
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-
-
 @click.command(help="Write the content of a kachery URI to stdout (optionally bytes [START, END)).")
 @click.argument("uri")
 @click.option("--start", type=click.IntRange(min=0), default=None, help="first byte (default 0)")
 @click.option("--end", type=click.IntRange(min=0), default=None, help="byte after the last (default: end of file)")
+@QUIET
 @_errors_as_one_line
-def cat(uri: str, start: int | None, end: int | None) -> None:
-    path = api.load_file(uri)
+def cat(uri: str, start: int | None, end: int | None, quiet: bool) -> None:
+    if start is not None and end is not None and end < start:
+        raise UsageError(f"--end ({end}) is before --start ({start})")
     out = sys.stdout.buffer
-    with open(path, "rb") as f:
-        f.seek(start or 0)
-        remaining = None if end is None else max(0, end - (start or 0))
-        while remaining is None or remaining > 0:
-            block = f.read(1 << 20 if remaining is None else min(1 << 20, remaining))
-            if not block:
-                break
-            out.write(block)
-            if remaining is not None:
-                remaining -= len(block)
+    if end is not None:          # a range: served as soon as its chunks are verified
+        blocks = api.load_range(uri, start or 0, end)
+    else:
+        progress = ProgressLine("kachery-cat", quiet=quiet)
+        try:
+            path = api.load_file(uri, progress=progress)
+        finally:
+            progress.close()
+        blocks = api.load_range(path, start or 0, None)
+    for block in blocks:
+        out.write(block)
     out.flush()
 
 
 @click.command(help="Make the content of a kachery URI local and print its path (or copy it to --dest).")
 @click.argument("uri")
-@click.option("--dest", type=click.Path(dir_okay=False, writable=True), default=None,
+@click.option("--dest", type=click.Path(dir_okay=False), default=None,
               help="copy the file here instead of printing the store's path")
+@QUIET
 @_errors_as_one_line
-def load(uri: str, dest: str | None) -> None:
-    click.echo(api.load_file(uri, dest=dest))
+def load(uri: str, dest: str | None, quiet: bool) -> None:
+    progress = ProgressLine("kachery-load", quiet=quiet)
+    try:
+        path = api.load_file(uri, dest=dest, progress=progress)
+    finally:
+        progress.close()
+    click.echo(path)
 
 
-@click.command(help="Store files and print one sha1:// URI per file.")
+@click.command(help="Store files and print one sha1:// URI per file. A file may be anything readable "
+                    "(a pipe, <(command)).")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--upload", "channel", default=None, metavar="CHANNEL",
               help="also put each file into this channel's bucket (through the node)")
+@QUIET
 @_errors_as_one_line
-def store(files: tuple[str, ...], channel: str | None) -> None:
+def store(files: tuple[str, ...], channel: str | None, quiet: bool) -> None:
     for path in files:
         size = os.path.getsize(path) if os.path.isfile(path) else 0
-        progress = _Progress(os.path.basename(path), size)
+        progress = ProgressLine(os.path.basename(path), quiet=quiet)
         try:
-            uri = api.store_file(path, progress=progress)
+            uri = api.store_file(path, progress=functools.partial(progress, total=size))
         finally:
             progress.close()
         if channel is not None:
-            api.upload(uri, channel)
+            try:
+                api.upload(uri, channel)
+            except KacheryError as e:
+                raise type(e)(f"stored {uri}, but the upload to channel {channel!r} failed: {e}") from None
         click.echo(uri)
 
 

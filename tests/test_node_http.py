@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import hashlib
+import io
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import pytest
 import requests
 
 from kachery_client.canonical_json import canonical_sha1
+from kachery_client.node_http import iter_frames
 from tests.support.nodeproc import free_port, running_node, start_node
 
 HELLO = "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"
@@ -60,7 +62,9 @@ def test_store_and_load_file_frames(node):
     r = node.post("/loadFile", json={"fileKey": {"sha1": HELLO}, "channelName": "x"})
     assert r.content.endswith(b'{"type":"error","error":"Invalid api load file request"}')
     r = node.post("/loadFile", json={"fileKey": {"sha1": "1" * 40}})
-    assert r.content.endswith(b'{"type":"error","error":"Unable to find file"}')
+    frames = list(iter_frames(io.BytesIO(r.content)))
+    assert frames[-1]["type"] == "error" and frames[-1]["error"] == "Unable to find file"   # what 1.2.0 shows
+    assert frames[-1]["errorKind"] == "notFound" and "no sources" in frames[-1]["detail"]   # ours: the reason
 
 
 def test_store_edge_cases(node):

@@ -231,6 +231,7 @@ async def load_file(request: Request) -> Response:
                                         and _CHANNEL_RE.match(channel)):
             raise UsageError("invalid channelName")
         chunk_of = key.get("chunkOf")
+        name = _usable_name(body.get("name"))          # ours: the name of the URI asked with
     except (ValueError, UsageError, AttributeError):
         return Response(_frame({"type": "error", "error": "Invalid api load file request"}))
 
@@ -252,6 +253,8 @@ async def load_file(request: Request) -> Response:
                     found.raise_error()
                     assert found.path is not None
                     yield _frame(progress_frame(found))
+                    if name:                     # fetched under this name: the mount lists it
+                        await node.record_name(sha1, name)
                     found = found.path
                 path = found
         except KacheryError as e:
@@ -279,6 +282,16 @@ def error_frame(e: KacheryError) -> dict[str, Any]:
 
 
 _ERROR_KINDS = ((IntegrityError, "integrity"), (TransferError, "transfer"), (UsageError, "usage"))
+
+
+def _usable_name(name: Any) -> str | None:
+    """A one-segment valid name, else None (a bad name never fails a load)."""
+    if not isinstance(name, str) or not name or "/" in name:
+        return None
+    try:
+        return check_name(name)
+    except UsageError:
+        return None
 
 
 async def _slice_chunk(node: Node, sha1: str, chunk_of: Any) -> Any:
