@@ -50,6 +50,11 @@ class NodeAlreadyRunning(UsageError):
     pass
 
 
+class StartupError(UsageError):
+    """Something the node needs is taken: an address to listen on, the mount point. The commands
+    print it as one line and exit 2 (kacheryfs/cli.py)."""
+
+
 @dataclass
 class Stats:
     requests: int = 0

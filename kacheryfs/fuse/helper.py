@@ -52,6 +52,10 @@ def main(argv: list[str]) -> int:
     except HelperError as e:
         print(f"kacheryfs: {e}", file=sys.stderr)
         return 2
+    if os.path.ismount(mountpoint):
+        print(f"kacheryfs: cannot mount at {mountpoint}: it is already a mount point (umount it first)",
+              file=sys.stderr)
+        return 2
     log_file = options.pop("log_file", str(storage / "kacheryfs.log"))
     command = [sys.executable, "-m", "kacheryfs", "run", "--storage-dir", str(storage), "--mount", str(mountpoint),
                "--log-file", log_file]
@@ -65,9 +69,10 @@ def main(argv: list[str]) -> int:
     while not os.path.ismount(mountpoint):
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-            print(f"kacheryfs: the node exited before mounting {mountpoint}: {err or 'see ' + log_file}",
-                  file=sys.stderr)
-            return 1
+            err = err.splitlines()[-1].removeprefix("Error: ") if err else ""
+            print(f"kacheryfs: {err}" if err else f"kacheryfs: the node exited before mounting {mountpoint}; "
+                  f"see {log_file}", file=sys.stderr)
+            return 2 if proc.returncode == 2 else 1
         if time.monotonic() > deadline:
             print(f"kacheryfs: {mountpoint} not mounted after {MOUNT_DEADLINE:.0f} s; see {log_file}", file=sys.stderr)
             return 1
