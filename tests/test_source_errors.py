@@ -28,7 +28,8 @@ def test_unresponsive_peer_is_a_source_error_naming_it(tmp_path):
         with mounted_node(tmp_path, args=("--fetch-timeout", str(FETCH_TIMEOUT))) as (node, mnt):
             # API: an error frame of kind "transfer" that names the peer
             t0 = time.monotonic()
-            r = node.post("/loadFile", json={"fileKey": {"sha1": "1" * 40}})
+            # Connection: close, else the idle keep-alive connection delays the node's stop by 10 s.
+            r = node.post("/loadFile", json={"fileKey": {"sha1": "1" * 40}}, headers={"Connection": "close"})
             frames = list(iter_frames(io.BytesIO(r.content)))
             elapsed = time.monotonic() - t0
             last = frames[-1]
