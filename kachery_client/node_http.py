@@ -335,7 +335,7 @@ def _checked_status(r: requests.Response, what: str, refused: str) -> requests.R
     if r.status_code == 404:
         raise NotFoundError(_error_text(r))
     if r.status_code != 200:
-        raise NodeError(_error_text(r) if r.status_code == 500 else f"{what}: HTTP {r.status_code}: {_error_text(r)}")
+        raise NodeError(_error_text(r) if r.status_code in (400, 500) else f"{what}: HTTP {r.status_code}: {_error_text(r)}")
     return r
 
 
