@@ -76,7 +76,7 @@ def _is_mount_helper_call(args: list[str]) -> bool:
               help="seconds a read in the mount waits for a fetch before failing with EIO")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="log here instead of stderr")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              show_default=True)
+              show_default=True, help="least important log messages to write")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="node configuration (channels, peers, buckets, cache limit) "
                    "[default: <storage-dir>/kacheryfs.toml if it exists]")

@@ -78,6 +78,6 @@ def print_status(host: str, port: int, storage_dir: Path | None) -> None:
         echo(f"  sha1://{t['sha1']}  {human(t['bytesLoaded'])} of {human(t['bytesTotal'])}  "
              f"from {t.get('source') or '(looking for sources)'}  {t['seconds']} s, {t['waiters']} waiting")
     partial = stats.get("partial")
-    if partial:
+    if partial and partial.get("count"):
         echo(f"partial/:          {partial['count']} unfinished transfer(s), {human(partial['bytes'])} "
              "(resumed on the next load; oldest removed first beyond [node] partial_max_bytes)")

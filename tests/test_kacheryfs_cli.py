@@ -62,3 +62,10 @@ def test_run_help_documents_every_option():
     assert r.returncode == 0
     for option in (b"--storage-dir", b"--port", b"--no-mount", b"--mount", b"--config"):
         assert option in r.stdout
+
+
+def test_every_run_option_has_help_text():
+    from kacheryfs.cli import commands
+    run = commands.commands["run"]
+    missing = [p.name for p in run.params if getattr(p, "help", None) in (None, "") and not getattr(p, "hidden", False)]
+    assert missing == []
