@@ -26,6 +26,7 @@ from tests.support.mount import mounted_node
 from tests.support.network import node_id, source_and_reader, write_config
 from tests.support.nodeproc import client_env, running_node
 from tests.support.proxy import slow_proxy
+from tests.support.tasks import poll_until
 
 RATE = 8e6
 GRACE = 1
@@ -36,17 +37,6 @@ SIZE = 45_000_000            # 3 chunks, with a manifest
 def _stats(node) -> dict:
     return requests.get(node.url + "/stats", headers={**node.headers(), "Connection": "close"},
                         timeout=10).json()["stats"]
-
-
-def _wait_for(predicate, deadline: float, what: str):
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"no {what} within {deadline} s")
-        time.sleep(0.05)
 
 
 def _store(node, path: Path) -> str:
@@ -85,7 +75,7 @@ def test_ctrl_c_of_kachery_cat_stops_the_transfer_and_keeps_its_chunks(net):
     sha1 = parse_file_uri(uri).sha1
     cat = _cat_process(b, "--quiet", uri, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        transfer = _wait_for(lambda: next((t for t in _stats(b)["transfers"]
+        transfer = poll_until(lambda: next((t for t in _stats(b)["transfers"]
                                            if t["sha1"] == sha1 and t["bytesLoaded"] >= CHUNK), None),
                              30, "verified chunk")
         assert net["proxy"] in transfer["source"] and transfer["waiters"] >= 1
@@ -99,7 +89,7 @@ def test_ctrl_c_of_kachery_cat_stops_the_transfer_and_keeps_its_chunks(net):
         if cat.poll() is None:
             cat.kill()
     t0 = time.monotonic()
-    _wait_for(lambda: not any(t["sha1"] == sha1 for t in _stats(b)["transfers"]), GRACE + 5, "stop")
+    poll_until(lambda: not any(t["sha1"] == sha1 for t in _stats(b)["transfers"]), GRACE + 5, "stop")
     assert time.monotonic() - t0 <= GRACE + 4
     part, record = net["sb"] / "partial" / f"{sha1}.part", net["sb"] / "partial" / f"{sha1}.chunks"
     assert part.exists() and "chunk 0\n" in record.read_text()          # verified chunks kept

@@ -37,6 +37,19 @@ def _accept_loop(server: socket.socket, stop: threading.Event, handle) -> None: 
 
 
 @contextlib.contextmanager
+def _serving(server: socket.socket, stop: threading.Event, handle) -> Iterator[int]:  # type: ignore[no-untyped-def]
+    """Accept in a thread until the block ends; yields the port."""
+    t = threading.Thread(target=_accept_loop, args=(server, stop, handle), daemon=True)
+    t.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        t.join(5)
+        server.close()
+
+
+@contextlib.contextmanager
 def silent_listener() -> Iterator[int]:
     """A peer that accepts, reads whatever comes, and never answers."""
     stop = threading.Event()
@@ -55,14 +68,8 @@ def silent_listener() -> Iterator[int]:
                 except OSError:
                     return
 
-    t = threading.Thread(target=_accept_loop, args=(server, stop, handle), daemon=True)
-    t.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        t.join(5)
-        server.close()
+    with _serving(server, stop, handle) as port:
+        yield port
 
 
 @contextlib.contextmanager
@@ -110,11 +117,5 @@ def slow_proxy(target_port: int, rate: float) -> Iterator[int]:
         conn.close()
         upstream.close()
 
-    t = threading.Thread(target=_accept_loop, args=(server, stop, handle), daemon=True)
-    t.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        t.join(5)
-        server.close()
+    with _serving(server, stop, handle) as port:
+        yield port
