@@ -377,9 +377,12 @@ class Fetcher(BackgroundHost):
             try:
                 # Abandonable, so that a stopped transfer does not wait for a slow source; the
                 # thread writes through its own descriptor and stops writing once told (stop_writes).
-                own_fd = os.dup(fd)
-                digest = await trio.to_thread.run_sync(_download, state.source, t, chunk, own_fd,
-                                                       abandon_on_cancel=True)
+                handoff = _FdHandoff(os.dup(fd))
+                try:
+                    digest = await trio.to_thread.run_sync(_download, state.source, t, chunk, handoff,
+                                                           abandon_on_cancel=True)
+                finally:
+                    handoff.reclaim()      # a thread that never started never uses it
             except SourceRefused as e:
                 state.dropped = str(e)
                 continue
@@ -426,8 +429,31 @@ class _Stopped(SourceError):
     pass
 
 
-def _download(source: Source, t: Transfer, chunk: Chunk, fd: int) -> str:
-    """Stream one chunk into the part file at its offset, hashing it in the same pass. Owns `fd`."""
+class _FdHandoff:
+    """A descriptor handed to a thread that may never start (cancelled first): whoever comes first,
+    the thread (take) or the loop (reclaim), owns it; the owner closes it."""
+
+    def __init__(self, fd: int):
+        self._fd: int | None = fd
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is None:
+            raise _Stopped("the transfer was stopped before this download started")
+        return fd
+
+    def reclaim(self) -> None:
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _download(source: Source, t: Transfer, chunk: Chunk, handoff: _FdHandoff) -> str:
+    """Stream one chunk into the part file at its offset, hashing it in the same pass."""
+    fd = handoff.take()
     h = hashlib.sha1()
     pos = chunk.start
 
