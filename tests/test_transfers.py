@@ -156,6 +156,9 @@ def test_progress_line_on_a_terminal_only(net):
     assert "MB/s" in text and f"from peer http://{net['proxy']}" in text, text
     piped = run_cli("kachery-cat", uri, env=client_env(b))              # now local: and piped, silent
     assert piped.returncode == 0 and piped.stderr == b""
+    # Fetched for a URI with a name: the reader's mount lists that name, not just the hash.
+    furi = parse_file_uri(uri)
+    assert os.listdir(net["mnt"] / "sha1" / furi.sha1) == [furi.name]
 
 
 def test_stat_of_a_remote_hash_fetches_nothing(net):

@@ -80,7 +80,7 @@ def slow_proxy(target_port: int, rate: float) -> Iterator[int]:
     server = _listener()
 
     def pump(src: socket.socket, dst: socket.socket, limit: float | None) -> None:
-        start, sent = time.monotonic(), 0
+        ready_at = time.monotonic()          # when the bytes sent so far "arrive"; idle time earns no credit
         try:
             while not stop.is_set():
                 try:
@@ -91,10 +91,10 @@ def slow_proxy(target_port: int, rate: float) -> Iterator[int]:
                     break
                 dst.sendall(data)
                 if limit:
-                    sent += len(data)
-                    ahead = sent / limit - (time.monotonic() - start)
-                    if ahead > 0:
-                        time.sleep(min(ahead, 1.0))
+                    now = time.monotonic()
+                    ready_at = max(ready_at, now) + len(data) / limit
+                    if ready_at > now:
+                        time.sleep(ready_at - now)
         except OSError:
             pass
         finally:
