@@ -53,7 +53,6 @@ async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[Extra
     config.h11_max_incomplete_size = 64 * 1024
     app = make_app(node, halt_event=stop)
 
-    _log_setup(node)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, stop)
         nursery.start_soon(_rotate_auth, node, auth_rotation_seconds)
@@ -69,6 +68,7 @@ async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[Extra
             nursery.cancel_scope.cancel()        # then the mount, rotation and signal tasks
 
         await nursery.start(http)
+        _log_setup(node)             # once the addresses are ours: a failed start says only why
         log.info("node %s serving %s; client API on http://%s:%d", node.node_id, node.storage_dir, host, port)
         for task in extra_tasks:
             await nursery.start(_stop_when_done, task, stop)

@@ -26,9 +26,11 @@ def _kacheryfs(*args: str, env: dict[str, str] | None = None, timeout: float = 6
 
 
 def _one_line(text: str) -> str:
-    """The last line of stderr (log lines before it are the node's start-up log), and no traceback."""
+    """stderr is one line, with no traceback."""
     assert "Traceback" not in text and "ExceptionGroup" not in text, text
-    return text.strip().splitlines()[-1]
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
 
 
 @pytest.fixture
