@@ -297,6 +297,8 @@ def load_bytes(uri: str, start: int | None = None, end: int | None = None,
         raise UsageError("start and end must not be negative")
     if start is not None and end is not None and end < start:
         raise UsageError(f"end ({end}) is before start ({start})")
+    if end is not None and not local_only:
+        return b"".join(load_range(uri, start or 0, end))     # content still arriving: only its range
     with open(load_file(uri, local_only=local_only), "rb") as f:
         f.seek(start or 0)
         return f.read(-1 if end is None else end - (start or 0))
