@@ -201,8 +201,11 @@ class VFS:
     async def open_content(self, sha1: str, name: str | None = None) -> Content:
         content = Content(await self.content_source(sha1), self.fetch_timeout)
         if name and name != sha1 and content.transfer is not None:
-            # Fetched under this name: `ls sha1/<hash>/` lists it from now on.
-            await self.node.record_name(sha1, name)
+            # Fetched under this name: `ls sha1/<hash>/` lists it from now on (a hint: never fails the open).
+            try:
+                await self.node.record_name(sha1, name)
+            except Exception as e:
+                log.warning("could not record the name %r of sha1://%s: %s", name, sha1, e)
         return content
 
     # ---- directories --------------------------------------------------------------------
