@@ -253,8 +253,11 @@ async def load_file(request: Request) -> Response:
                     found.raise_error()
                     assert found.path is not None
                     yield _frame(progress_frame(found))
-                    if name:                     # fetched under this name: the mount lists it
-                        await node.record_name(sha1, name)
+                    if name:                     # fetched under this name: the mount lists it (a hint)
+                        try:
+                            await node.record_name(sha1, name)
+                        except Exception as e:
+                            log.warning("could not record the name %r of sha1://%s: %s", name, sha1, e)
                     found = found.path
                 path = found
         except KacheryError as e:
