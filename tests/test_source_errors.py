@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import time
 
 import pytest
@@ -71,3 +72,28 @@ def test_missing_everywhere_is_still_not_found(tmp_path):
         assert out.returncode == 1 and time.monotonic() - t0 < 10, err
         assert "is not on this node nor on any of its 1 sources" in err, err
         assert len(err.strip().splitlines()) == 1 and err.count("sha1://" + "4" * 40) == 1, err
+
+
+def test_a_slow_source_is_eio_within_fetch_timeout_not_twice(tmp_path):
+    """A read waiting for a chunk that arrives too slowly fails once, after --fetch-timeout; the
+    kernel's retry of the failed read is answered at once instead of waiting again."""
+    from tests.support.network import node_id, source_and_reader
+    from tests.support.nodeproc import running_node
+    from tests.support.proxy import slow_proxy
+    sa, sb, port_a = source_and_reader(tmp_path)
+    data = os.urandom(1_000_000)
+    with running_node(sa, port=port_a) as a, slow_proxy(port_a, 50_000) as proxy_port:
+        (tmp_path / "f.bin").write_bytes(data)
+        uri = run_cli("kachery-store", str(tmp_path / "f.bin"), env=client_env(a)).stdout.decode().strip()
+        sha1 = uri.split("/")[2]
+        write_config(sb, peers=[f"http://127.0.0.1:{proxy_port}"], members=[node_id(sa)])
+        with mounted_node(tmp_path, storage=sb, args=("--fetch-timeout", "2")) as (b, mnt):
+            path = mnt / "sha1" / sha1 / "f.bin"
+            assert os.stat(path).st_size == len(data)          # the size arrives quickly
+            t0 = time.monotonic()
+            with pytest.raises(OSError) as e:
+                path.read_bytes()
+            elapsed = time.monotonic() - t0
+            assert e.value.errno == errno.EIO
+            assert 1.5 <= elapsed < 3.8, elapsed                # 2 s, not 4
+            assert f"127.0.0.1:{proxy_port}" in b.log()         # the log names the slow source

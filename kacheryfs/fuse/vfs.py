@@ -60,16 +60,22 @@ class Content:
         self.fetch_timeout = fetch_timeout
         if self.transfer is not None:
             self.transfer.hold()          # an open file keeps its transfer going
+        self._timed_out_at: float | None = None
 
     async def read(self, offset: int, size: int) -> bytes:
         t = self.transfer
         if t is not None and t.path is None:
             end = min(offset + size, t.size)
-            with trio.move_on_after(self.fetch_timeout) as scope:
+            wait = self.fetch_timeout
+            if self._timed_out_at is not None and time.monotonic() - self._timed_out_at < self.fetch_timeout:
+                wait = 0.1     # the kernel retrying a read that just timed out: fail at once, not twice as late
+            with trio.move_on_after(wait) as scope:
                 await t.wait_range(offset, end)
             if scope.cancelled_caught:
+                self._timed_out_at = self._timed_out_at or time.monotonic()
                 raise TransferError(f"bytes {offset}-{end} of sha1://{t.sha1} took longer than "
-                                    f"{self.fetch_timeout} s to arrive")
+                                    f"{self.fetch_timeout} s to arrive (from {t.source or 'its sources'})")
+            self._timed_out_at = None
         return os.pread(self.fd, size, offset)
 
     def close(self) -> None:
