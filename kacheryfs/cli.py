@@ -108,7 +108,8 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
                 "Install FUSE 3 (Debian/Ubuntu: sudo apt-get install fuse3 libfuse3-3), "
                 "or run without the mount: kacheryfs run --no-mount") from None
         where = Path(mountpoint).expanduser() if mountpoint else default_mountpoint()
-        if os.path.ismount(where):            # checked again when mounting; this says it before any start-up
+        from kacheryfs.fuse.helper import is_live_mount
+        if is_live_mount(where):              # checked again when mounting; this says it before any start-up
             node.close()
             raise _Busy(f"cannot mount at {where}: it is already a mount point (umount it first, or --mount "
                         "elsewhere)")

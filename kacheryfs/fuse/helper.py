@@ -11,6 +11,7 @@ are accepted and ignored.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -27,6 +28,18 @@ _GENERIC = {"rw", "ro", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "aut
 
 class HelperError(Exception):
     pass
+
+
+def is_live_mount(path: Path) -> bool:
+    """A mount point something answers at. A stale one (its node died: ENOTCONN) is not: the
+    node's start cleans it (fuse/mount.py)."""
+    if not os.path.ismount(path):
+        return False
+    try:
+        os.statvfs(path)
+    except OSError as e:
+        return e.errno != errno.ENOTCONN
+    return True
 
 
 def parse_options(text: str) -> dict[str, str]:
@@ -52,7 +65,7 @@ def main(argv: list[str]) -> int:
     except HelperError as e:
         print(f"kacheryfs: {e}", file=sys.stderr)
         return 2
-    if os.path.ismount(mountpoint):
+    if is_live_mount(mountpoint):
         print(f"kacheryfs: cannot mount at {mountpoint}: it is already a mount point (umount it first)",
               file=sys.stderr)
         return 2
