@@ -14,7 +14,8 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from .store import Store, StoredBlob
 from .uri import FileURI, format_file_uri, is_file_uri, parse_file_uri
 
 ProgressFn = Callable[[int], None]
+LoadProgressFn = Callable[[int, int, "str | None"], None]      # (loaded, total, source)
 _ENV_KEYS = ("KACHERY_OFFLINE_STORAGE_DIR", "KACHERY_STORAGE_DIR", "KACHERY_DAEMON_HOST",
              "KACHERY_DAEMON_PORT", "KACHERY_TEMP_DIR", "KACHERY_KEEP_TEMP_FILES", "KACHERY_CLIENT_AUTH_CODE")
 
@@ -105,7 +107,9 @@ def store_file(path: str | os.PathLike[str], basename: str | None = None,
                progress: ProgressFn | None = None) -> str:
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise LocalFileError(f"no such file: {path}" if not os.path.exists(path) else f"not a regular file: {path}")
+        if not os.path.exists(path) or os.path.isdir(path):
+            raise LocalFileError(f"no such file: {path}" if not os.path.exists(path) else f"a directory: {path}")
+        return _store_readable(path, basename or "file.dat", progress)     # a pipe, <(...), a device
     name = basename or os.path.basename(path)
     ctx = _context()
     store = ctx.writable_local_store()
@@ -117,6 +121,31 @@ def store_file(path: str | os.PathLike[str], basename: str | None = None,
     else:
         with open(path, "rb") as f:
             blob = ctx.node().store_stream(f, os.fstat(f.fileno()).st_size, name)
+    return _uri(blob, name)
+
+
+def _store_readable(path: str, name: str, progress: ProgressFn | None) -> str:
+    """Anything readable that is not a regular file: read once, as a stream (the original
+    accepted these too)."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise LocalFileError(f"cannot read {path}: {e.strerror}") from None
+    ctx = _context()
+    with f:
+        store = ctx.writable_local_store()
+        if store is not None:
+            blob = store.add_stream(f, progress)
+            if not ctx.config.offline:
+                ctx.node().notify_added(blob.sha1, name, blob.manifest_sha1)
+            return _uri(blob, name)
+        # Over HTTP the node needs the length first: spool (in memory up to 64 MB, then on disk).
+        ctx.config.temp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.SpooledTemporaryFile(64 << 20, "w+b", dir=str(ctx.config.temp_dir)) as spool:
+            shutil.copyfileobj(f, spool, 1 << 20)
+            size = spool.tell()
+            spool.seek(0)
+            blob = ctx.node().store_stream(spool, size, name)  # type: ignore[arg-type]
     return _uri(blob, name)
 
 
@@ -179,27 +208,62 @@ def _uri(blob: StoredBlob, name: str) -> str:
 
 # ---- loading ------------------------------------------------------------------------------
 
-def load_file(uri: str, dest: str | os.PathLike[str] | None = None, local_only: bool = False) -> str:
+def load_file(uri: str, dest: str | os.PathLike[str] | None = None, local_only: bool = False,
+              progress: LoadProgressFn | None = None) -> str:
     """Local path of the content (fetched through the node if needed); `dest=` copies it there.
 
     A string that is not a sha1:// URI is taken as a local path, as in the original client.
-    Raises NotFoundError when no source has the content.
+    Raises NotFoundError when no source has the content. `progress(loaded, total, source)` is
+    called as the node reports its fetch.
     """
     if not is_file_uri(uri):
-        if "://" in str(uri):
+        if "://" in str(uri) or str(uri).startswith(("sha1:", "feed:")):
             parse_file_uri(uri)  # raises a clear InvalidURIError
         if not os.path.isfile(uri):
             raise LocalFileError(f"no such file: {uri}")
         path = str(uri)
     else:
-        path = str(_locate(parse_file_uri(uri), local_only))
+        path = str(_locate(parse_file_uri(uri), local_only, progress))
     if dest is not None:
-        shutil.copyfile(path, dest)
+        try:
+            shutil.copyfile(path, dest)
+        except OSError as e:
+            raise LocalFileError(f"cannot write {dest}: {e.strerror}") from None
         return os.fspath(dest)
     return path
 
 
-def _locate(furi: FileURI, local_only: bool) -> Path:
+def load_range(uri: str, start: int, end: int | None) -> Iterator[bytes]:
+    """Bytes [start, end) of the content (to its end if end is None or past it). Content the node
+    is still fetching is served as soon as the chunks covering the range are verified."""
+    if end is not None and end < start:
+        raise UsageError(f"end ({end}) is before start ({start})")
+    furi = parse_file_uri(uri) if is_file_uri(uri) or str(uri).startswith(("sha1:", "feed:")) else None
+    ctx = _context()
+    if furi is not None and end is not None and not ctx.config.offline and _find_local(ctx, furi) is None:
+        yield from ctx.node().download(furi.sha1, start, end, clamp_end=True)
+        return
+    with open(load_file(uri), "rb") as f:
+        f.seek(start)
+        left = None if end is None else end - start
+        while left is None or left > 0:
+            block = f.read(1 << 20 if left is None else min(1 << 20, left))
+            if not block:
+                return
+            if left is not None:
+                left -= len(block)
+            yield block
+
+
+def _find_local(ctx: _Context, furi: FileURI) -> Path | None:
+    store = ctx.local_store()
+    stores = [store] if store is not None else []
+    if not ctx.config.offline:
+        stores.append(ctx.cache_store())
+    return next((p for s in stores if (p := s.locate(furi.sha1)) is not None), None)
+
+
+def _locate(furi: FileURI, local_only: bool, progress: LoadProgressFn | None = None) -> Path:
     ctx = _context()
     store = ctx.local_store()
     stores = [store] if store is not None else []
@@ -212,7 +276,7 @@ def _locate(furi: FileURI, local_only: bool) -> Path:
     if ctx.config.offline or local_only:
         where = ctx.config.offline_storage_dir or (store.root if store else "the local store")
         raise NotFoundError(f"sha1://{furi.sha1} is not in {where}")
-    node_path = Path(ctx.node().load_file(furi))
+    node_path = Path(ctx.node().load_file(furi, progress))
     if os.access(node_path, os.R_OK):
         return node_path
     return download(ctx, furi)
@@ -237,6 +301,8 @@ def load_bytes(uri: str, start: int | None = None, end: int | None = None,
         raise UsageError("start and end must not be negative")
     if start is not None and end is not None and end < start:
         raise UsageError(f"end ({end}) is before start ({start})")
+    if end is not None and not local_only:
+        return b"".join(load_range(uri, start or 0, end))     # content still arriving: only its range
     with open(load_file(uri, local_only=local_only), "rb") as f:
         f.seek(start or 0)
         return f.read(-1 if end is None else end - (start or 0))

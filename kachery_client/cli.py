@@ -4,6 +4,7 @@ Results go to stdout; progress and errors to stderr. A KacheryError (a user mist
 missing file, node or hash), or a write the local disk refused, is printed as one line, without a
 traceback, and exits with the code of its kind (exit_codes.py: 2 usage, 3 not found, 6 local
 storage, ...).
+Progress (progress.py) shows on a terminal only, and never with --quiet.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, api
-from .errors import KacheryError
+from .errors import KacheryError, UsageError
 from .exit_codes import one_line
+from .progress import ProgressLine
 
 F = TypeVar("F", bound=Callable[..., Any])
-PROGRESS_MIN_BYTES = 100_000_000
+QUIET = click.option("--quiet", "-q", is_flag=True, help="no progress display on the terminal")
 
 
 def _errors_as_one_line(fn: F) -> F:
@@ -40,71 +42,65 @@ def _errors_as_one_line(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class _Progress:
-    """A progress bar on stderr, only on a terminal and only for large files."""
-
-    def __init__(self, label: str, total: int):
-        self._bar = None
-        if total >= PROGRESS_MIN_BYTES and sys.stderr.isatty():
-            self._bar = click.progressbar(length=total, label=label, file=sys.stderr)
-            self._bar.__enter__()
-        self._done = 0
-
-    def __call__(self, done: int) -> None:
-        if self._bar is not None:
-            self._bar.update(done - self._done)
-            self._done = done
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-
-
 @click.command(help="Write the content of a kachery URI to stdout (optionally bytes [START, END)).")
 @click.argument("uri")
 @click.option("--start", type=click.IntRange(min=0), default=None, help="first byte (default 0)")
 @click.option("--end", type=click.IntRange(min=0), default=None, help="byte after the last (default: end of file)")
+@QUIET
 @_errors_as_one_line
-def cat(uri: str, start: int | None, end: int | None) -> None:
-    path = api.load_file(uri)
+def cat(uri: str, start: int | None, end: int | None, quiet: bool) -> None:
+    if start is not None and end is not None and end < start:
+        raise UsageError(f"--end ({end}) is before --start ({start})")
     out = sys.stdout.buffer
-    with open(path, "rb") as f:
-        f.seek(start or 0)
-        remaining = None if end is None else max(0, end - (start or 0))
-        while remaining is None or remaining > 0:
-            block = f.read(1 << 20 if remaining is None else min(1 << 20, remaining))
-            if not block:
-                break
-            out.write(block)
-            if remaining is not None:
-                remaining -= len(block)
+    if end is not None:          # a range: served as soon as its chunks are verified
+        blocks = api.load_range(uri, start or 0, end)
+    else:
+        progress = ProgressLine("kachery-cat", quiet=quiet)
+        try:
+            path = api.load_file(uri, progress=progress)
+        finally:
+            progress.close()
+        blocks = api.load_range(path, start or 0, None)
+    for block in blocks:
+        out.write(block)
     out.flush()
 
 
 @click.command(help="Make the content of a kachery URI local and print its path (or copy it to --dest).")
 @click.argument("uri")
-@click.option("--dest", type=click.Path(dir_okay=False, writable=True), default=None,
+@click.option("--dest", type=click.Path(dir_okay=False), default=None,
               help="copy the file here instead of printing the store's path")
+@QUIET
 @_errors_as_one_line
-def load(uri: str, dest: str | None) -> None:
-    click.echo(api.load_file(uri, dest=dest))
+def load(uri: str, dest: str | None, quiet: bool) -> None:
+    progress = ProgressLine("kachery-load", quiet=quiet)
+    try:
+        path = api.load_file(uri, dest=dest, progress=progress)
+    finally:
+        progress.close()
+    click.echo(path)
 
 
-@click.command(help="Store files and print one sha1:// URI per file.")
+@click.command(help="Store files and print one sha1:// URI per file. A file may be anything readable "
+                    "(a pipe, <(command)).")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--upload", "channel", default=None, metavar="CHANNEL",
               help="also put each file into this channel's bucket (through the node)")
+@QUIET
 @_errors_as_one_line
-def store(files: tuple[str, ...], channel: str | None) -> None:
+def store(files: tuple[str, ...], channel: str | None, quiet: bool) -> None:
     for path in files:
         size = os.path.getsize(path) if os.path.isfile(path) else 0
-        progress = _Progress(os.path.basename(path), size)
+        progress = ProgressLine(os.path.basename(path), quiet=quiet)
         try:
-            uri = api.store_file(path, progress=progress)
+            uri = api.store_file(path, progress=functools.partial(progress, total=size))
         finally:
             progress.close()
         if channel is not None:
-            api.upload(uri, channel)
+            try:
+                api.upload(uri, channel)
+            except KacheryError as e:
+                raise type(e)(f"stored {uri}, but the upload to channel {channel!r} failed: {e}") from None
         click.echo(uri)
 
 

@@ -31,6 +31,7 @@ from .errors import (
     NodeUnavailableError,
     NotFoundError,
     TransferError,
+    UsageError,
 )
 from .store import StoredBlob
 from .uri import FileURI
@@ -41,11 +42,11 @@ PROBE_CACHE_SECONDS = 10.0
 # The node's error kinds (HTTP error bodies, /store failures, /loadFile error frames; docs/PROTOCOL.md
 # section 15) -> our errors. Anything else is a NodeError.
 KIND_ERRORS: dict[str, type[KacheryError]] = {
-    "auth": AuthError, "not-found": NotFoundError, "integrity": IntegrityError,
+    "invalid": UsageError, "auth": AuthError, "not-found": NotFoundError, "integrity": IntegrityError,
     "source-failed": TransferError, "local-storage": LocalStorageError,
 }
 AUTH_CACHE_SECONDS = 60.0
-ProgressFn = Callable[[int, int], None]
+ProgressFn = Callable[[int, int, str | None], None]       # (bytes loaded, bytes total, source)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,10 @@ class NodeClient:
                 "KACHERY_OFFLINE_STORAGE_DIR to use a storage directory without a node") from None
         if r.status_code != 200:
             raise NodeError(f"the node at {self.url} answered /probe with HTTP {r.status_code}")
-        obj = r.json()
+        try:
+            obj = r.json()
+        except ValueError:
+            raise NodeError(f"what answers at {self.url} is not a kachery node (/probe is not JSON)") from None
         storage = obj.get("kacheryStorageDir")
         info = ProbeInfo(node_id=str(obj.get("nodeId", "")), storage_dir=Path(storage) if storage else None)
         self._probe = (now, info)
@@ -113,9 +117,10 @@ class NodeClient:
         try:
             code = path.read_text() if path else ""
         except OSError as e:
-            raise AuthError(f"cannot read the client auth file {path}: {e.strerror}") from None
+            raise AuthError(f"cannot read the node's client auth code from {path} ({e.strerror}). "
+                            + _AUTH_HINT) from None
         if not code:
-            raise AuthError(f"no client auth code in {path} (is the node running?)")
+            raise AuthError(f"no client auth code in {path} (is the node running?). " + _AUTH_HINT)
         self._auth = (now, code)
         return code
 
@@ -129,7 +134,7 @@ class NodeClient:
             try:
                 r = self._session.post(self.url + path, headers=headers, stream=stream, **kwargs)
             except requests.RequestException as e:
-                raise NodeUnavailableError(f"lost the connection to the node at {self.url}: {e}") from None
+                raise NodeUnavailableError(f"lost the connection to the node at {self.url} ({_reason(e)})") from None
             if r.status_code == 403 and attempt == 0 and "data" not in kwargs:
                 continue        # the code may have rotated: re-read it once
             break
@@ -157,7 +162,7 @@ class NodeClient:
         try:
             r = self._session.request(method, url, **kwargs)
         except requests.RequestException as e:
-            raise NodeUnavailableError(f"{method} {url.split('?')[0]}: {e}") from None
+            raise NodeUnavailableError(f"{method} {url.split('?')[0]}: {_reason(e)}") from None
         what = f"{method} {url.split('?')[0]}"
         return _checked_status(r, what, what)
 
@@ -192,24 +197,29 @@ class NodeClient:
         file_key: dict[str, Any] = {"sha1": uri.sha1}
         if uri.manifest_sha1:
             file_key["manifestSha1"] = uri.manifest_sha1
-        r = self._request("/loadFile", json={"fileKey": file_key}, stream=True)
+        body: dict[str, Any] = {"fileKey": file_key}
+        if uri.name and uri.name != uri.sha1:
+            body["name"] = uri.name             # ours: the node lists it under sha1/<hash>/
+        r = self._request("/loadFile", json=body, stream=True)
         with r:
             for frame in iter_frames(r.raw):
                 kind = frame.get("type")
                 if kind == "progress" and progress:
-                    progress(int(frame.get("bytesLoaded", 0)), int(frame.get("bytesTotal", 0)))
+                    progress(int(frame.get("bytesLoaded", 0)), int(frame.get("bytesTotal", 0)),
+                             frame.get("source") if isinstance(frame.get("source"), str) else None)
                 elif kind == "finished":
                     return str(frame["localFilePath"])
                 elif kind == "error":
-                    # The original (and a node before kinds) meant "not found" by every error frame.
-                    error = KIND_ERRORS.get(str(frame.get("kind", "not-found")), NodeError)
-                    raise error(f"sha1://{uri.sha1}: {frame.get('error')}")
+                    raise frame_error(frame, uri.sha1)
         raise NodeError(f"the node ended /loadFile for sha1://{uri.sha1} without an answer")
 
-    def download(self, sha1: str, start: int | None = None, end: int | None = None) -> Iterator[bytes]:
+    def download(self, sha1: str, start: int | None = None, end: int | None = None,
+                 clamp_end: bool = False) -> Iterator[bytes]:
         body: dict[str, Any] = {"fileKey": {"sha1": sha1}}
         if start is not None and end is not None:
             body["startByte"], body["endByte"] = start, end
+            if clamp_end:
+                body["clampEnd"] = True
         r = self._request("/downloadFileData", json=body, stream=True)
         with r:
             yield from r.iter_content(1024 * 1024)
@@ -218,7 +228,7 @@ class NodeClient:
     def _checked(obj: dict[str, Any], path: str) -> dict[str, Any]:
         if not obj.get("success"):
             error = KIND_ERRORS.get(str(obj.get("kind")), NodeError)
-            raise error(f"{path} failed: {obj.get('error') or 'no reason given'}")
+            raise error(f"the node refused {path}: {obj.get('error') or 'no reason given'}")
         return obj
 
 
@@ -298,18 +308,44 @@ def iter_frames(raw: IO[bytes]) -> Iterator[dict[str, Any]]:
 
 
 _STATUS_ERRORS: dict[int, type[KacheryError]] = {404: NotFoundError, 502: TransferError, 507: LocalStorageError}
+_AUTH_HINT = ("On a machine other than the node's, set KACHERY_CLIENT_AUTH_CODE to a code the node's "
+              "operator issued (README: \"Clients on a second workstation\").")
+
+
+def frame_error(frame: dict[str, Any], sha1: str) -> KacheryError:
+    """An error frame of /loadFile as our error: by its kind (ours, docs/PROTOCOL.md section 15), with
+    the node's reason; a frame without a kind (the original daemon) only ever meant "not found"."""
+    kind = frame.get("kind")
+    text = str(frame.get("detail") or frame.get("error") or "no reason given")
+    if sha1 not in text:
+        text = f"sha1://{sha1}: {text}"
+    return (NotFoundError if kind is None else KIND_ERRORS.get(str(kind), NodeError))(text)
+
+
+def _reason(e: requests.RequestException) -> str:
+    """A connection failure in a few words, not requests' and urllib3's nested reprs."""
+    if isinstance(e, requests.Timeout):
+        return "no answer in time"
+    text = str(e)
+    for words in ("Connection refused", "Connection reset", "Name or service not known", "No route to host",
+                  "Remote end closed connection", "timed out"):
+        if words in text:
+            return words.lower()
+    return type(e).__name__
 
 
 def _checked_status(r: requests.Response, what: str, refused: str) -> requests.Response:
-    """HTTP statuses -> our errors, once: 403 AuthError, 404 NotFoundError, 502 TransferError (or
-    IntegrityError by its kind), 507 LocalStorageError (the node's disk), other non-200 NodeError."""
+    """HTTP statuses -> our errors, once: 403 AuthError, then the error kind the node sent (docs/PROTOCOL.md
+    section 15), else by status: 404 NotFoundError, 502 TransferError, 507 LocalStorageError, other
+    non-200 NodeError. The message is the node's reason (no status code for its own errors, no raw JSON)."""
     if r.status_code == 403:
         raise AuthError(f"{refused}: {_error_text(r)}")
     if r.status_code == 404:
         raise NotFoundError(_error_text(r))
     if r.status_code != 200:
         error = KIND_ERRORS.get(_error_kind(r), _STATUS_ERRORS.get(r.status_code, NodeError))
-        raise error(f"{what}: HTTP {r.status_code}: {_error_text(r)}")
+        raise error(_error_text(r) if r.status_code in (400, 500, 502, 507)
+                    else f"{what}: HTTP {r.status_code}: {_error_text(r)}")
     return r
 
 

@@ -28,6 +28,7 @@ import logging
 import queue
 import secrets
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -176,6 +177,9 @@ def run_task_backend(*, channels: list[str], task_function_ids: list[str], backe
                               args=(registrations, backend_id, secrets.token_hex(16), inbox, stopping))
     poller.start()
     client = node_client()
+    # Said once on stderr (a backend otherwise sits silent): what it serves, where, how to stop it.
+    print(f"kachery task backend: serving {', '.join(task_function_ids)} on channel(s) {', '.join(channels)} "
+          f"through the node at {client.url}; Ctrl-C to stop", file=sys.stderr, flush=True)
     deadline = None if timeout_sec is None else time.monotonic() + timeout_sec
     current: dict[str, Any] | None = None
     try:

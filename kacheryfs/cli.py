@@ -1,6 +1,8 @@
-"""The `kacheryfs` command: run the node, ask a running node for its status.
+"""The `kacheryfs` command: run the node, ask a running node for its status, print the node id.
 
-Parse, build, call: the node's logic lives in node.py and daemon.py.
+Parse, build, call: the node's logic lives in node.py and daemon.py. Errors are one line with the
+exit code of their kind (kachery_client/exit_codes.py); a taken address or mount point, or a second
+node on one storage directory (StartupError, NodeAlreadyRunning: usage errors), exits 2.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import sys
 from pathlib import Path
 
 import click
-import requests
 
 from kachery_client.config import DEFAULT_PORT, DEFAULT_STORAGE_DIR
 from kachery_client.errors import KacheryError
 from kachery_client.exit_codes import OneLineError, one_line
 from kacheryfs import __version__
+from kacheryfs.status_cli import print_status
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ def _is_mount_helper_call(args: list[str]) -> bool:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="address the client API listens on (loopback unless you mean otherwise)")
 @click.option("--port", type=click.IntRange(0, 65535), default=_default_port,
-              show_default="$KACHERY_DAEMON_PORT or 20431")
+              show_default="$KACHERY_DAEMON_PORT or 20431", help="port of the client API (clients use the same "
+              "KACHERY_DAEMON_PORT); the peer API is [node] peer_listen in the config file")
 @click.option("--mount", "mountpoint", default=None,
               help="mount the store here [default: /kachery as root, else ~/kachery]")
 @click.option("--no-mount", is_flag=True, help="run without the FUSE mount (headless node)")
@@ -74,11 +77,12 @@ def _is_mount_helper_call(args: list[str]) -> bool:
               help="seconds a read in the mount waits for a fetch before failing with EIO")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="log here instead of stderr")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              show_default=True)
+              show_default=True, help="least important log messages to write")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="node configuration (channels, peers, buckets, cache limit) "
                    "[default: <storage-dir>/kacheryfs.toml if it exists]")
-@click.option("--auth-rotation-seconds", type=float, default=180.0, hidden=True)
+@click.option("--auth-rotation-seconds", type=float, default=180.0, show_default=True,
+              help="how often the client auth code (<storage-dir>/client-auth) changes")
 def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount: bool, fetch_timeout: float,
         log_file: str | None, log_level: str, config_path: str | None, auth_rotation_seconds: float) -> None:
     import trio
@@ -88,7 +92,8 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
 
     _setup_logging(log_file, log_level)
     try:
-        node = Node(Path(storage_dir), config_path=Path(config_path).expanduser() if config_path else None)
+        node = Node(Path(storage_dir), config_path=Path(config_path).expanduser() if config_path else None,
+                    fetch_timeout=fetch_timeout)
     except PermissionError as e:
         raise click.ClickException(str(e)) from None
     except (KacheryError, OSError) as e:
@@ -107,59 +112,73 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
                 "Install FUSE 3 (Debian/Ubuntu: sudo apt-get install fuse3 libfuse3-3), "
                 "or run without the mount: kacheryfs run --no-mount") from None
         where = Path(mountpoint).expanduser() if mountpoint else default_mountpoint()
+        from kacheryfs.fuse.helper import is_live_mount
+        if is_live_mount(where):              # checked again when mounting; this says it before any start-up
+            node.close()
+            raise _Busy(f"cannot mount at {where}: it is already a mount point (umount it first, or --mount "
+                        "elsewhere)")
         extra.append(functools.partial(run_mount, node, where, fetch_timeout=fetch_timeout))
     try:
         trio.run(lambda: serve(node, host, port, extra_tasks=extra, auth_rotation_seconds=auth_rotation_seconds))
-    except KacheryError as e:
-        raise OneLineError(e) from None
-    except OSError as e:
-        failure = one_line(e)
-        if failure is not None:
-            raise failure from None
-        raise click.ClickException(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+    except BaseException as e:
+        start_failure = _start_failure(e, f"{host}:{port}")
+        if start_failure is None:
+            raise
+        raise start_failure from None
     finally:
         node.close()
 
 
-@commands.command(help="Print a running node's id, storage directory, blob count and bytes, requests served.")
-@click.option("--storage-dir", default=_default_storage_dir, show_default="$KACHERY_STORAGE_DIR or ~/kachery-storage")
-@click.option("--port", type=int, default=_default_port, show_default="$KACHERY_DAEMON_PORT or 20431")
-@click.option("--host", default=os.environ.get("KACHERY_DAEMON_HOST") or "127.0.0.1", show_default=True)
+class _Busy(click.ClickException):
+    exit_code = 2
+
+
+def _start_failure(e: BaseException, address: str) -> click.ClickException | None:
+    """A failed start as one line (exit codes per kind: kachery_client/exit_codes.py; a taken address
+    or mount point is a StartupError, 2), or None to let `e` propagate (Ctrl-C, a bug)."""
+    from kacheryfs.exception_groups import first_error
+    error = first_error(e)
+    failure: click.ClickException | None = one_line(error)
+    if failure is None and isinstance(error, OSError):
+        return click.ClickException(f"cannot serve on {address}: {error.strerror or error}")
+    return failure
+
+
+@commands.command(help="Print a running node's id, storage directory, addresses, mount point, blobs, "
+                       "transfers in progress and what partial/ holds.")
+@click.option("--storage-dir", default=None,
+              help="the node's storage directory [default: the one the node reports at /probe]")
+@click.option("--port", type=int, default=_default_port, show_default="$KACHERY_DAEMON_PORT or 20431",
+              help="the node's client API port")
+@click.option("--host", default=os.environ.get("KACHERY_DAEMON_HOST") or "127.0.0.1", show_default=True,
+              help="the node's client API address")
 @click.option("--watch", is_flag=True, help="show transfers and totals live, redrawn every --interval seconds")
-@click.option("--interval", type=click.FloatRange(0.1), default=1.0, show_default=True)
+@click.option("--interval", type=click.FloatRange(0.1), default=1.0, show_default=True,
+              help="seconds between redraws with --watch")
 @click.option("--count", type=click.IntRange(1), default=None, hidden=True, help="stop after this many redraws")
-def status(storage_dir: str, port: int, host: str, watch: bool, interval: float, count: int | None) -> None:
-    from kachery_client.store import Store
-    url = f"http://{host}:{port}"
-    if watch:
-        from kacheryfs.status_watch import watch_status
-        watch_status(url, Path(storage_dir), interval, count)
-        return
+def status(storage_dir: str | None, port: int, host: str, watch: bool, interval: float, count: int | None) -> None:
     try:
-        code = (Path(storage_dir) / "client-auth").read_text()
-        r = requests.get(url + "/stats", headers={"KACHERY-CLIENT-AUTH-CODE": code}, timeout=10)
-        r.raise_for_status()
-        stats = r.json()["stats"]
-    except (OSError, requests.RequestException, ValueError, KeyError) as e:
-        raise click.ClickException(
-            f"no node answers at {url} for {storage_dir} ({e}); start one with `kacheryfs run`") from None
-    store = Store(Path(storage_dir))
-    count = total = 0
-    for sha1 in store.iter_hashes():
-        try:
-            total += store.path_for(sha1).stat().st_size
-            count += 1
-        except FileNotFoundError:
-            pass
-    click.echo(f"Node ID:           {stats['nodeId']}")
-    click.echo(f"Storage directory: {stats.get('storageDir', storage_dir)}")
-    click.echo(f"Blobs:             {count} ({total} bytes)")
-    click.echo(f"Requests served:   {stats.get('requests', 0)}")
-    for c in stats.get("channels", []):
-        bucket = f", bucket {c['bucket']}" if c.get("bucket") else ""
-        click.echo(f"Channel {c['name']}: {'/'.join(c['roles'])}; {c['peers']} peers, "
-                   f"{c['members']} members{bucket}")
-    click.echo(f"Listening on:      {url}")
+        if watch:
+            from kacheryfs.status_cli import fetch_stats
+            from kacheryfs.status_watch import watch_status
+            url = f"http://{host}:{port}"
+            _, storage = fetch_stats(url, Path(storage_dir) if storage_dir else None)
+            watch_status(url, storage or Path(_default_storage_dir()), interval, count)
+            return
+        print_status(host, port, Path(storage_dir) if storage_dir else None)
+    except KacheryError as e:
+        raise OneLineError(e) from None
+
+
+@commands.command("id", help="Print this node's id (what other nodes list under `members`).")
+@click.option("--storage-dir", default=_default_storage_dir, show_default="$KACHERY_STORAGE_DIR or ~/kachery-storage")
+def node_id(storage_dir: str) -> None:
+    from kacheryfs.security.keys import load_or_create_node_keys
+    path = Path(storage_dir).expanduser()
+    if not (path / "private.pem").exists():
+        raise click.ClickException(f"no node keys in {path} yet: start the node once (`kacheryfs run`), "
+                                   "or pass --storage-dir")
+    click.echo(load_or_create_node_keys(path).public_hex)
 
 
 def _setup_logging(log_file: str | None, level: str) -> None:

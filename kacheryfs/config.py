@@ -11,6 +11,8 @@ no channel in it: a purely local node. Example:
                                        # status page and /metrics (?token=... or Authorization: Bearer)
     network_gateway = false            # with --host other than loopback: serve GET /sha1/<hash>/<name>
     peer_serve_rate = "100M"           # optional: at most this many bytes per second to peers
+    transfer_grace_seconds = 30        # a transfer nobody waits for stops after this (keeps its chunks)
+    partial_max_bytes = "20G"          # partial/ beyond this: oldest abandoned transfers removed first
 
     [[channel]]
     name = "lab"
@@ -100,6 +102,8 @@ class NodeConfig:
     status_token: str | None = None
     network_gateway: bool = False
     peer_serve_rate: int | None = None
+    transfer_grace_seconds: float = 30.0
+    partial_max_bytes: int = 20 << 30
     path: Path | None = None
 
     def channel(self, name: str) -> ChannelConfig | None:
@@ -153,6 +157,8 @@ class _NodeFile(msgspec.Struct, forbid_unknown_fields=True):
     status_token: str | None = None
     network_gateway: bool = False
     peer_serve_rate: int | str | None = None
+    transfer_grace_seconds: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 30.0
+    partial_max_bytes: int | str = 20 << 30
 
 
 class _ConfigFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -193,6 +199,8 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
     if token is not None and not (len(token) >= 16 and token.isprintable()):
         raise ConfigError(f"{where}: [node] status_token must be a string of at least 16 characters")
     rate = node.peer_serve_rate
+    grace = node.transfer_grace_seconds
+    partial_max = parse_size(node.partial_max_bytes, f"{where}: [node] partial_max_bytes")
     return NodeConfig(
         channels=tuple(channels),
         peer_listen=_parse_listen(node.peer_listen, where) if node.peer_listen is not None else None,
@@ -200,6 +208,7 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
         fetch_connections=node.fetch_connections, status_token=token,
         network_gateway=node.network_gateway,
         peer_serve_rate=parse_size(rate, f"{where}: [node] peer_serve_rate") if rate is not None else None,
+        transfer_grace_seconds=float(grace), partial_max_bytes=partial_max,
         path=path)
 
 

@@ -10,11 +10,13 @@ Lifecycle:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -26,7 +28,7 @@ from hypercorn.trio import tcp_server as _hypercorn_tcp
 from kacheryfs.background import backoff
 from kacheryfs.http.app import make_app
 from kacheryfs.http.peer_routes import make_peer_app
-from kacheryfs.node import Node
+from kacheryfs.node import Node, StartupError
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +62,15 @@ async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[Extra
             await nursery.start(_serve_peers, node, stop)
 
         async def http(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-            await hypercorn_serve(app, config, shutdown_trigger=partial(_stopping, node, stop),
-                                  task_status=task_status)
+            async with _named_bind_errors("the client API", host, port):
+                await hypercorn_serve(app, config, shutdown_trigger=partial(_stopping, node, stop),
+                                      task_status=task_status)
             log.info("HTTP server drained; stopping")
             nursery.cancel_scope.cancel()        # then the mount, rotation and signal tasks
 
         await nursery.start(http)
-        log.info("node %s serving %s on http://%s:%d", node.node_id, node.storage_dir, host, port)
+        _log_setup(node)             # once the addresses are ours: a failed start says only why
+        log.info("node %s serving %s; client API on http://%s:%d", node.node_id, node.storage_dir, host, port)
         for task in extra_tasks:
             await nursery.start(_stop_when_done, task, stop)
         notify_systemd("READY=1")
@@ -83,8 +87,54 @@ async def _serve_peers(node: Node, stop: trio.Event,
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 5
-    await hypercorn_serve(make_peer_app(node), config, shutdown_trigger=stop.wait, task_status=task_status)
-    log.info("peer API on %s:%d", host, port)
+
+    def started(value: Any = None) -> None:
+        log.info("peer API on http://%s:%d", host, port)
+        task_status.started(value)
+    async with _named_bind_errors("the peer API (peer_listen)", host, port):
+        await hypercorn_serve(make_peer_app(node), config, shutdown_trigger=stop.wait,
+                              task_status=_Started(started))
+    log.info("peer API on %s:%d stopped", host, port)
+
+
+class _Started:
+    """A task_status whose started() runs a callback (to log once the listener is up)."""
+
+    def __init__(self, fn: Callable[[Any], None]):
+        self._fn = fn
+
+    def started(self, value: Any = None) -> None:
+        self._fn(value)
+
+
+def _log_setup(node: Node) -> None:
+    """What an operator checks first: which config file, which channels, with whom."""
+    where = node.config.path or f"none (no {node.storage_dir / 'kacheryfs.toml'}): a purely local node"
+    log.info("configuration: %s (changes need a restart)", where)
+    for c in node.config.channels:
+        log.info("channel %s: roles %s; peers %s; %d member(s)%s", c.name, "/".join(c.roles),
+                 ", ".join(c.peers) or "none", len(c.members), f"; bucket {c.bucket.describe()}" if c.bucket else "")
+
+
+@asynccontextmanager
+async def _named_bind_errors(what: str, host: str, port: int) -> AsyncIterator[None]:
+    """An address that is taken, as one line naming it, not a traceback of nurseries."""
+    try:
+        yield
+    except BaseException as e:
+        found = _find_os_error(e)
+        if found is None:
+            raise
+        reason = "address already in use" if found.errno == errno.EADDRINUSE else (found.strerror or str(found))
+        raise StartupError(f"cannot listen on {host}:{port} for {what}: {reason}") from None
+
+
+def _find_os_error(e: BaseException) -> OSError | None:
+    if isinstance(e, BaseExceptionGroup):
+        return next((f for x in e.exceptions if (f := _find_os_error(x)) is not None), None)
+    if isinstance(e, OSError) and e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+        return e
+    return None
 
 
 async def _stopping(node: Node, stop: trio.Event) -> None:

@@ -26,8 +26,9 @@ from kachery_client.uri import check_name, check_sha1
 from kacheryfs import metrics
 from kacheryfs.background import backoff
 from kacheryfs.config import CONFIG_NAME, NodeConfig, load_config
-from kacheryfs.content.fetcher import Fetcher, Transfer
+from kacheryfs.content.fetcher import STAT_TIMEOUT, Fetcher, Transfer
 from kacheryfs.content.index import NodeIndex
+from kacheryfs.content.ranges import OpenRange, open_local_range, open_transfer_range
 from kacheryfs.content.sources import Source, SourceError
 from kacheryfs.content.sources.bucket import BucketSource
 from kacheryfs.content.sources.peer import PeerSource
@@ -53,6 +54,11 @@ class NodeAlreadyRunning(UsageError):
     pass
 
 
+class StartupError(UsageError):
+    """Something the node needs is taken: an address to listen on, the mount point. The commands
+    print it as one line and exit 2 (kacheryfs/cli.py)."""
+
+
 @dataclass
 class Stats:
     requests: int = 0
@@ -62,7 +68,8 @@ class Stats:
 
 
 class Node:
-    def __init__(self, storage_dir: Path, *, config: NodeConfig | None = None, config_path: Path | None = None):
+    def __init__(self, storage_dir: Path, *, config: NodeConfig | None = None, config_path: Path | None = None,
+                 fetch_timeout: float = STAT_TIMEOUT):
         self.storage_dir = storage_dir.expanduser().resolve()
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_storage(self.storage_dir)
@@ -72,7 +79,11 @@ class Node:
             log.info("removed %d stale temp files left by interrupted writes", removed)
         self.keys: KeyPair = load_or_create_node_keys(self.storage_dir)
         self.node_id = self.keys.public_hex
+        # No trailing newline: kachery-client 1.2.0 compares the file's content with /probe's nodeId
+        # byte for byte. `kacheryfs id` prints it with one.
         write_private_file(self.storage_dir / "kachery-node-id", self.node_id.encode(), mode=0o644)
+        self.mountpoint: Path | None = None          # set by the mount once it is up (for status)
+        self.fetch_timeout = fetch_timeout
         self.auth = ClientAuth(self.storage_dir)
         self.peer_nonces = NonceGuard()          # one-time nonces of acting peer requests
         self.mutables = Mutables(self.storage_dir / "mutables.db")
@@ -82,7 +93,6 @@ class Node:
             config = load_config(config_path or self.storage_dir / CONFIG_NAME, required=config_path is not None)
         self.config = config
         self.peer_serve_limit = RateLimiter(config.peer_serve_rate) if config.peer_serve_rate else None
-        self.mountpoint: Path | None = None          # set by the mount once it is up (status page)
         self.buckets = {c.name: BucketSource(c.bucket, c.name) for c in config.channels if c.bucket}
         # The peers this node asks (for content, feeds and tasks): those of its download channels.
         self.download_peers = {c.name: [PeerSource(url, c.name, self.keys) for url in c.peers]
@@ -95,7 +105,9 @@ class Node:
                 sources.append(self.buckets[name])
         if sources:
             self.fetcher = Fetcher(self.store, sources, connections=config.fetch_connections,
-                                   on_fetched=self._fetched)
+                                   on_fetched=self._fetched, stat_timeout=min(STAT_TIMEOUT, fetch_timeout),
+                                   grace=config.transfer_grace_seconds,
+                                   partial_max_bytes=config.partial_max_bytes)
         self._uploads: trio.MemorySendChannel[tuple[str, str]] | None = None
         self._evict_wanted = trio.Event()
         self.feeds = FeedService(Feeds(self.storage_dir / "feeds.db", self.mutables))
@@ -230,6 +242,27 @@ class Node:
         await t.ready.wait()
         t.raise_error()
         return t.path if t.path is not None else t
+
+    async def load(self, sha1: str, manifest_sha1: str | None = None) -> Path | Transfer:
+        """The local blob, or the transfer bringing it (the caller holds it while it waits)."""
+        found = await self._local_or_fetcher(sha1)
+        if isinstance(found, Path):
+            return found
+        return found.open_transfer(check_sha1(sha1), manifest_sha1)
+
+    async def open_range(self, sha1: str, start: int | None, end: int | None, *,
+                         clamp_end: bool = False) -> OpenRange:
+        """Bytes [start, end) of a blob, open as soon as they are verified (fetched if need be)."""
+        found = await self.load(sha1)
+        if isinstance(found, Path):
+            return await trio.to_thread.run_sync(open_local_range, found, start, end, clamp_end)
+        return await open_transfer_range(found, start, end, clamp_end, self.fetch_timeout)
+
+    async def remote_size(self, sha1: str) -> int:
+        """Size of a blob this node lacks, from its sources, without fetching it."""
+        if self.fetcher is None:
+            raise NotFoundError(f"sha1://{sha1} is not in this node's store and it has no sources")
+        return await self.fetcher.remote_size(sha1)
 
     async def _local_or_fetcher(self, sha1: str) -> Path | Fetcher:
         sha1 = check_sha1(sha1)

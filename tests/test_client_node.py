@@ -69,7 +69,7 @@ def test_mutables(shared):
 
 
 def test_missing_content_raises_after_asking_the_node(shared):
-    with pytest.raises(NotFoundError, match="Unable to find file"):
+    with pytest.raises(NotFoundError, match="not in this node.s store and it has no sources"):   # the node's reason
         kc.load_text("sha1://" + "4" * 40 + "/x")
     with pytest.raises(NotFoundError):
         kc.load_text("sha1://" + "4" * 40 + "/x", local_only=True)

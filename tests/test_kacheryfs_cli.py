@@ -71,3 +71,10 @@ def test_the_client_stays_light():
             "print(heavy)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_every_run_option_has_help_text():
+    from kacheryfs.cli import commands
+    run = commands.commands["run"]
+    missing = [p.name for p in run.params if getattr(p, "help", None) in (None, "") and not getattr(p, "hidden", False)]
+    assert missing == []

@@ -14,54 +14,58 @@ that gives up (a cancelled request) does not stop it. Transfers run in the fetch
     and its source dropped from this transfer (it served bad bytes); a source that fails is
     retried with backoff, then dropped. A verified chunk is readable at once; in the background
     it is fdatasync'ed, then its index appended to <sha1>.chunks: after a crash or stop the next
-    transfer resumes from those. A write the local disk refuses (ENOSPC, ...) fails the transfer
-    with LocalStorageError, blames no source, and removes the part file to free the space;
+    transfer resumes from those;
  4. hashes the whole file in order while chunks arrive, and publishes it into the store only
     if that matches too. Nothing unverified is ever served.
 
 Readers that want part of a file before the end (the mount) call `open_transfer` and then
 `Transfer.wait_range(start, end)`: the chunks covering the range jump the queue, and the call
 returns as soon as they are verified.
+
+Interest: whoever waits for a transfer holds it (`Transfer.held()`: `ensure` callers, open files
+in the mount, ranged reads). A transfer nobody holds for `grace` seconds is abandoned: it stops
+(its download threads write nothing more) and keeps its verified chunks in partial/ for a later
+resume; partial/ is bounded (partial.py). The search for sources is search.py: a source that
+fails or hangs there is a TransferError naming it, never "not found".
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from kachery_client.errors import (
-    IntegrityError,
-    KacheryError,
-    LocalStorageError,
-    NotFoundError,
-    TransferError,
-)
+from kachery_client.errors import IntegrityError, KacheryError, LocalStorageError, TransferError
 from kachery_client.hashing import CHUNK_SIZE, parse_manifest
 from kachery_client.storage_errors import storage_errors
 from kachery_client.store import Store
 from kachery_client.uri import check_sha1
 from kacheryfs import metrics
 from kacheryfs.background import BackgroundHost
-from kacheryfs.content.partfile import Chunk, download, hash_range, record_chunk, remove, resume
-from kacheryfs.content.sources import RemoteBlob, Source, SourceError, SourceRefused
+from kacheryfs.content.partfile import hash_range, record_chunk, remove, resume
+from kacheryfs.content.partial import trim_partial
+from kacheryfs.content.search import SourceSearch
+from kacheryfs.content.sources import Source, SourceError, SourceRefused
+from kacheryfs.content.transfer import Chunk, FdHandoff, ProgressFn, Transfer, download_chunk
 from kacheryfs.exception_groups import first_error
+
+__all__ = ["Chunk", "Fetcher", "ProgressFn", "Transfer"]
 
 log = logging.getLogger(__name__)
 
-STAT_TIMEOUT = 15.0
+STAT_TIMEOUT = 15.0               # the longest a search for sources waits (less if --fetch-timeout is)
+ABANDON_GRACE = 30.0             # seconds a transfer nobody waits for keeps going
+PARTIAL_MAX_BYTES = 20 << 30
 MAX_SOURCE_FAILURES = 3          # consecutive failures before a source is dropped from a transfer
 BACKOFF_BASE = 0.2               # seconds, doubled per failure
 BAD_BYTES_STRIKES = 2            # a source that serves bad bytes this often is dropped
-ProgressFn = Callable[[int, int], None]
 FetchedFn = Callable[[str, int, str], None]        # (sha1, size, source label): the blob is now local
 
 
@@ -73,83 +77,17 @@ class SourceState:
     dropped: str | None = None       # why it is out of this transfer
 
 
-@dataclass
-class Transfer:
-    sha1: str
-    size: int = 0
-    chunks: list[Chunk] = field(default_factory=list)
-    part_path: Path | None = None
-    present: list[bool] = field(default_factory=list)
-    ready: trio.Event = field(default_factory=trio.Event)       # size and chunk plan are known
-    done: trio.Event = field(default_factory=trio.Event)
-    path: Path | None = None                                     # the published blob
-    error: KacheryError | None = None
-    progress: list[ProgressFn] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-    source: str = ""                 # label of the source that delivered the latest chunk
-    _events: list[trio.Event] = field(default_factory=list)
-    _urgent: list[int] = field(default_factory=list)
-    _queue: list[int] = field(default_factory=list)
-    _in_flight: set[int] = field(default_factory=set)
-
-    @property
-    def bytes_present(self) -> int:
-        if self.path is not None:
-            return self.size
-        return sum(c.end - c.start for c, p in zip(self.chunks, self.present, strict=True) if p)
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise copy.copy(self.error).with_traceback(None)     # keeps LocalStorageError.errno
-
-    async def wait_range(self, start: int, end: int) -> None:
-        """Return once bytes [start, end) are verified in the part file (or the blob is published)."""
-        await self.ready.wait()
-        self.raise_error()
-        if self.path is not None:
-            return
-        wanted = [i for i, c in enumerate(self.chunks) if c.start < end and c.end > start]
-        if any(self.chunks[i].sha1 is None for i in wanted):      # only the whole file is checkable
-            await self.done.wait()
-            self.raise_error()
-            return
-        self._urgent[:0] = [i for i in wanted if not self.present[i]]
-        for i in wanted:
-            await self._events[i].wait()
-            self.raise_error()
-
-    def _plan(self, size: int, chunks: list[Chunk], part_path: Path, present: set[int]) -> None:
-        self.size, self.chunks, self.part_path = size, chunks, part_path
-        self.present = [i in present for i in range(len(chunks))]
-        self._events = [trio.Event() for _ in chunks]
-        for i in present:
-            self._events[i].set()
-        self._queue = [i for i in range(len(chunks)) if i not in present]
-        self.ready.set()
-
-    def _next_chunk(self) -> int | None:
-        for pool in (self._urgent, self._queue):
-            while pool:
-                i = pool.pop(0)
-                if not self.present[i] and i not in self._in_flight:
-                    self._in_flight.add(i)
-                    return i
-        return None
-
-    def _finish(self, path: Path | None, error: KacheryError | None) -> None:
-        self.path, self.error = path, error
-        self.ready.set()
-        for e in self._events:
-            e.set()
-        self.done.set()
-
-
 class Fetcher(BackgroundHost):
     def __init__(self, store: Store, sources: Sequence[Source], *, connections: int = 4,
-                 partial_dir: Path | None = None, on_fetched: FetchedFn | None = None):
+                 partial_dir: Path | None = None, on_fetched: FetchedFn | None = None,
+                 stat_timeout: float = STAT_TIMEOUT, grace: float = ABANDON_GRACE,
+                 partial_max_bytes: int = PARTIAL_MAX_BYTES):
         super().__init__()
         self.store = store
         self.sources = list(sources)
+        self.search = SourceSearch(self.sources, stat_timeout)
+        self.grace = grace
+        self.partial_max_bytes = partial_max_bytes
         self.connections = connections
         self.partial_dir = partial_dir or store.root / "partial"
         self.on_fetched = on_fetched
@@ -162,57 +100,98 @@ class Fetcher(BackgroundHost):
         t = self.open_transfer(check_sha1(sha1), manifest_sha1)
         if progress is not None:
             t.progress.append(progress)
-        await t.done.wait()
+        with t.held():
+            await t.done.wait()
         t.raise_error()
         assert t.path is not None
         return t.path
 
     def open_transfer(self, sha1: str, manifest_sha1: str | None = None) -> Transfer:
         """The running transfer of this hash, or a new one (single flight)."""
-        t = self._transfers.get(sha1)
-        if t is None:
+        previous = t = self._transfers.get(sha1)
+        if t is None or t.abandoned:
+            # An abandoned transfer still winding down: the new one starts once it is gone.
             t = self._transfers[sha1] = Transfer(sha1)
-            self.start_soon(self._run_transfer, t, manifest_sha1)
+            self.start_soon(self._run_transfer, t, manifest_sha1, previous)
         return t
 
     def transfer(self, sha1: str) -> Transfer | None:
         return self._transfers.get(sha1)
 
     def in_progress(self) -> list[Transfer]:
-        """The transfers in progress now (for the status page; read, never change them)."""
+        """The transfers in progress now (status page, /stats; read, never change them)."""
         return list(self._transfers.values())
+
+    async def remote_size(self, sha1: str) -> int:
+        """The size of a blob the sources have, without downloading it (NotFoundError if none
+        has it, TransferError naming the sources that could not be asked)."""
+        t = self._transfers.get(sha1)
+        if t is not None and t.ready.is_set() and t.error is None:
+            return t.size
+        return await self.search.size(check_sha1(sha1), self.start_soon)
 
     # ---- one transfer --------------------------------------------------------------------
 
-    async def _run_transfer(self, t: Transfer, manifest_sha1: str | None) -> None:
-        started = time.monotonic()
+    async def _run_transfer(self, t: Transfer, manifest_sha1: str | None, previous: Transfer | None = None) -> None:
+        if previous is not None and previous is not t:
+            await previous.done.wait()
+        started = t.started = time.monotonic()
         metrics.TRANSFERS_IN_PROGRESS.inc()
         try:
-            path = await self._fetch(t, manifest_sha1)
-        except KacheryError as e:
-            log.warning("fetch of sha1://%s failed: %s", t.sha1, e)
-            t._finish(None, e)
-        except Exception as e:       # a bug: fail this transfer, keep the node
-            log.exception("fetch of sha1://%s crashed", t.sha1)
-            t._finish(None, TransferError(f"internal error fetching sha1://{t.sha1}: {e}"))
-        else:
-            log.info("fetched sha1://%s (%d bytes) in %.2f s", t.sha1, t.size, time.monotonic() - started)
-            t._finish(path, None)
+            with trio.CancelScope() as t._scope:
+                self.start_soon(self._abandon_when_idle, t)
+                try:
+                    path = await self._fetch(t, manifest_sha1)
+                except KacheryError as e:
+                    log.warning("fetch of sha1://%s failed: %s", t.sha1, e)
+                    t._finish(None, e)
+                except Exception as e:       # a bug: fail this transfer, keep the node
+                    log.exception("fetch of sha1://%s crashed", t.sha1)
+                    t._finish(None, TransferError(f"internal error fetching sha1://{t.sha1}: {e}"))
+                else:
+                    log.info("fetched sha1://%s (%d bytes) in %.2f s", t.sha1, t.size, time.monotonic() - started)
+                    t._finish(path, None)
+            if not t.done.is_set():
+                log.info("sha1://%s abandoned after %.1f s (nobody waits for it); %d of %d bytes kept in "
+                         "partial/ for a resume", t.sha1, time.monotonic() - started, t.bytes_present, t.size)
+                t._finish(None, TransferError(f"the transfer of sha1://{t.sha1} was abandoned: nobody waited for it"))
         finally:
-            self._transfers.pop(t.sha1, None)
+            if self._transfers.get(t.sha1) is t:
+                del self._transfers[t.sha1]
             metrics.TRANSFERS_IN_PROGRESS.dec()
             if t.chunks or t.error is not None:        # not for a blob that turned out to be local
                 metrics.FETCH_DURATION.labels("ok" if t.error is None else "error").observe(
                     time.monotonic() - started)
+            if t.path is None:
+                await trio.to_thread.run_sync(self._trim_partial)
+
+    async def _abandon_when_idle(self, t: Transfer) -> None:
+        """Stop the transfer once nobody has held it for `grace` seconds."""
+        while not t.done.is_set():
+            changed = t._changed
+            if t.waiters > 0:
+                await changed.wait()
+                continue
+            with trio.move_on_after(self.grace) as idle:
+                await changed.wait()
+            if idle.cancelled_caught and t.waiters == 0 and not t.done.is_set():
+                t.stop_writes()
+                assert t._scope is not None
+                t._scope.cancel()
+                return
+
+    def _trim_partial(self) -> None:
+        trim_partial(self.partial_dir, self.partial_max_bytes, set(self._transfers))
 
     async def _fetch(self, t: Transfer, manifest_sha1: str | None) -> Path:
         local = await trio.to_thread.run_sync(self.store.locate, t.sha1)
         if local is not None:
             t._plan(os.stat(local).st_size, [], local, set())
             return local
-        found = await self._find(t.sha1)
+        found = await self.search.find(t.sha1, self.start_soon)
         size = found[0][1].size
         sources = [SourceState(s) for s, info in found if info.size == size]
+        t.source = sources[0].source.label
         if manifest_sha1 is None:
             manifest_sha1 = next((info.manifest_sha1 for _, info in found if info.manifest_sha1), None)
         chunks = await self._plan_chunks(t.sha1, size, manifest_sha1)
@@ -221,6 +200,7 @@ class Fetcher(BackgroundHost):
         try:
             with storage_errors(str(self.partial_dir)):
                 self.partial_dir.mkdir(parents=True, exist_ok=True)
+                await trio.to_thread.run_sync(self._trim_partial)
                 present = await trio.to_thread.run_sync(resume, part, record, size, chunks, manifest_sha1)
                 if present:
                     log.info("resuming sha1://%s with %d of %d chunks already verified", t.sha1, len(present),
@@ -254,38 +234,10 @@ class Fetcher(BackgroundHost):
             raise
         await trio.to_thread.run_sync(remove, record)
         metrics.count_fetched(sources[0].source.kind)
+        self.search.forget(t.sha1)
         if self.on_fetched is not None:
             self.on_fetched(t.sha1, size, sources[0].source.label)
         return path
-
-    async def _find(self, sha1: str) -> list[tuple[Source, RemoteBlob]]:
-        """Sources that have the blob: peers first, then buckets, each group quickest first."""
-        answers: list[tuple[float, Source, RemoteBlob]] = []
-        problems: list[str] = []
-
-        async def ask(source: Source) -> None:
-            t0 = time.monotonic()
-            try:
-                info = await trio.to_thread.run_sync(source.stat, sha1, abandon_on_cancel=True)
-            except SourceError as e:
-                problems.append(str(e))
-                metrics.SOURCE_ERRORS.labels(source.kind, _error_kind(e)).inc()
-                return
-            if info is not None:
-                answers.append((time.monotonic() - t0, source, info))
-
-        with trio.move_on_after(STAT_TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                for s in self.sources:
-                    nursery.start_soon(ask, s)
-        if not answers:
-            where = "; ".join(problems)
-            if problems and len(problems) == len(self.sources):
-                raise TransferError(f"sha1://{sha1}: no source could be asked: {where}")
-            raise NotFoundError(f"sha1://{sha1} is not on this node nor on any of its {len(self.sources)} "
-                                f"sources" + (f" (and: {where})" if where else ""))
-        answers.sort(key=lambda a: (a[1].kind != "peer", a[0]))
-        return [(s, info) for _, s, info in answers]
 
     async def _plan_chunks(self, sha1: str, size: int, manifest_sha1: str | None) -> list[Chunk]:
         if size <= CHUNK_SIZE:
@@ -330,7 +282,14 @@ class Fetcher(BackgroundHost):
             state = live[turn % len(live)]
             turn += 1
             try:
-                digest = await trio.to_thread.run_sync(download, state.source, t.sha1, chunk, fd)
+                # Abandonable, so that a stopped transfer does not wait for a slow source; the
+                # thread writes through its own descriptor and stops writing once told (stop_writes).
+                handoff = FdHandoff(os.dup(fd))
+                try:
+                    digest = await trio.to_thread.run_sync(download_chunk, state.source, t, chunk, handoff,
+                                                           abandon_on_cancel=True)
+                finally:
+                    handoff.reclaim()      # a thread that never started never uses it
             except SourceRefused as e:
                 state.dropped = str(e)
                 metrics.SOURCE_ERRORS.labels(state.source.kind, "refused").inc()
@@ -371,6 +330,3 @@ class Fetcher(BackgroundHost):
             await trio.to_thread.run_sync(hash_range, h, fd, chunk.start, chunk.end)
         return h.hexdigest()
 
-
-def _error_kind(e: SourceError) -> str:
-    return "refused" if isinstance(e, SourceRefused) else "failed"

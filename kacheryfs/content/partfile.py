@@ -2,34 +2,26 @@
 <storage>/partial/<sha1>.part at their offsets, hashed as they are written, and the resume record
 <sha1>.chunks listing the chunks that are verified and on disk.
 
-A write the local disk refuses is a LocalStorageError here (never an OSError a source could
-mistake for its own failure): it fails the transfer without blaming the source.
+A write the local disk refuses is a LocalStorageError (never an OSError a source could mistake
+for its own failure): it fails the transfer without blaming the source. The chunk downloads
+themselves are transfer.download_chunk.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from kachery_client.errors import IntegrityError, LocalStorageError
-from kachery_client.storage_errors import local_storage_error, storage_errors
-from kacheryfs.content.sources import Source
+from kachery_client.errors import IntegrityError
+from kachery_client.storage_errors import storage_errors
+from kacheryfs.content.transfer import Chunk
 
 HASH_BLOCK = 8 << 20
 _RECORD_RE = re.compile(r"^chunk (\d+)\n$")
-
-
-@dataclass
-class Chunk:
-    start: int
-    end: int
-    sha1: str | None            # None: a large file without a manifest; only the whole is checked
 
 
 async def record_chunk(fd: int, record: Any, i: int) -> None:
@@ -38,36 +30,6 @@ async def record_chunk(fd: int, record: Any, i: int) -> None:
         await trio.to_thread.run_sync(os.fdatasync, fd)
         record.write(f"chunk {i}\n")
         record.flush()
-
-
-def download(source: Source, sha1: str, chunk: Chunk, fd: int) -> str:
-    """Stream one chunk into the part file at its offset, hashing it in the same pass.
-
-    A write the local disk refuses is a LocalStorageError, whatever the source wraps it in: it fails
-    the transfer without counting against the source."""
-    h = hashlib.sha1()
-    pos = chunk.start
-    refused: LocalStorageError | None = None
-
-    def sink(view: memoryview) -> None:
-        nonlocal pos, refused
-        h.update(view)
-        while len(view):
-            try:
-                n = os.pwrite(fd, view, pos)
-            except OSError as e:
-                refused = local_storage_error(e, "the partial/ directory") or \
-                    LocalStorageError(f"cannot write a part file: {e}", e.errno)
-                raise refused from None
-            pos += n
-            view = view[n:]
-    try:
-        source.read_range(sha1, chunk.start, chunk.end, sink)
-    except Exception:
-        if refused is not None:
-            raise refused from None
-        raise
-    return h.hexdigest()
 
 
 def hash_range(h: Any, fd: int, start: int, end: int) -> None:

@@ -11,6 +11,7 @@ are accepted and ignored.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -27,6 +28,18 @@ _GENERIC = {"rw", "ro", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "aut
 
 class HelperError(Exception):
     pass
+
+
+def is_live_mount(path: Path) -> bool:
+    """A mount point something answers at. A stale one (its node died: ENOTCONN) is not: the
+    node's start cleans it (fuse/mount.py)."""
+    if not os.path.ismount(path):
+        return False
+    try:
+        os.statvfs(path)
+    except OSError as e:
+        return e.errno != errno.ENOTCONN
+    return True
 
 
 def parse_options(text: str) -> dict[str, str]:
@@ -52,6 +65,10 @@ def main(argv: list[str]) -> int:
     except HelperError as e:
         print(f"kacheryfs: {e}", file=sys.stderr)
         return 2
+    if is_live_mount(mountpoint):
+        print(f"kacheryfs: cannot mount at {mountpoint}: it is already a mount point (umount it first)",
+              file=sys.stderr)
+        return 2
     log_file = options.pop("log_file", str(storage / "kacheryfs.log"))
     command = [sys.executable, "-m", "kacheryfs", "run", "--storage-dir", str(storage), "--mount", str(mountpoint),
                "--log-file", log_file]
@@ -65,9 +82,10 @@ def main(argv: list[str]) -> int:
     while not os.path.ismount(mountpoint):
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-            print(f"kacheryfs: the node exited before mounting {mountpoint}: {err or 'see ' + log_file}",
-                  file=sys.stderr)
-            return 1
+            err = err.splitlines()[-1].removeprefix("Error: ") if err else ""
+            print(f"kacheryfs: {err}" if err else f"kacheryfs: the node exited before mounting {mountpoint}; "
+                  f"see {log_file}", file=sys.stderr)
+            return 2 if proc.returncode == 2 else 1
         if time.monotonic() > deadline:
             print(f"kacheryfs: {mountpoint} not mounted after {MOUNT_DEADLINE:.0f} s; see {log_file}", file=sys.stderr)
             return 1

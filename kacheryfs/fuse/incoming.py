@@ -92,7 +92,7 @@ class IncomingFiles:
         if inc.writer is None:
             if self.by_name.get(inc.entry.name or "") is not inc:
                 raise FsError(errno.EIO, "this incoming file was discarded")
-            raise FsError(errno.EROFS, "already stored: content is immutable")
+            raise FsError(errno.EPERM, "already stored: content is immutable")
         if offset != inc.size:
             # Hashing as bytes arrive needs them in order; cp, shells and Python all write so.
             await self._discard(inc)

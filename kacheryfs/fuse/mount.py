@@ -21,7 +21,7 @@ import trio
 
 from kacheryfs.fuse.ops import Operations
 from kacheryfs.fuse.vfs import VFS
-from kacheryfs.node import Node
+from kacheryfs.node import Node, StartupError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,11 @@ def _only_cancellation(exc: BaseException) -> bool:
 
 async def run_mount(node: Node, mountpoint: Path, *, fetch_timeout: float = 60.0,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    clean_stale_mount(mountpoint)
+    try:
+        clean_stale_mount(mountpoint)
+    except (OSError, subprocess.CalledProcessError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise StartupError(f"cannot mount at {mountpoint}: {reason}") from None
     async with trio.open_nursery() as background:      # incoming/ batch writes
         await _serve(node, mountpoint, fetch_timeout, background, task_status)
         background.cancel_scope.cancel()
@@ -72,7 +76,10 @@ async def _serve(node: Node, mountpoint: Path, fetch_timeout: float, background:
     options.add("subtype=kacheryfs")
     if os.geteuid() == 0:
         options.add("allow_other")          # a shared /kachery: every user reads it
-    pyfuse3.init(ops, str(mountpoint), options)
+    try:
+        pyfuse3.init(ops, str(mountpoint), options)
+    except (RuntimeError, OSError) as e:      # libfuse says why on stderr; its exception says little
+        raise StartupError(f"cannot mount at {mountpoint}: {e}") from None
     log.info("mounted %s at %s", node.storage_dir, mountpoint)
     node.mountpoint = mountpoint
     task_status.started()

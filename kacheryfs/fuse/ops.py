@@ -148,8 +148,8 @@ class Operations(pyfuse3.Operations):
         entry = self.vfs.entry(inode)
         if entry.kind == "incoming":
             inc = self.vfs.incoming(inode)
-            if inc.writer is None:
-                raise pyfuse3.FUSEError(errno.EROFS)
+            if inc.writer is None:                 # stored: its content is immutable
+                raise pyfuse3.FUSEError(errno.EPERM)
             inc.open_count += 1
             fh = self._new_fh()
             self._writers[fh] = inc
@@ -157,9 +157,9 @@ class Operations(pyfuse3.Operations):
         if entry.kind != "blob":
             raise pyfuse3.FUSEError(errno.EISDIR)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
-            raise pyfuse3.FUSEError(errno.EROFS)
+            raise pyfuse3.FUSEError(errno.EPERM)     # stored content never changes
         assert entry.sha1 is not None
-        content = await self.vfs.open_content(entry.sha1)
+        content = await self.vfs.open_content(entry.sha1, entry.name)
         fh = self._new_fh()
         self._readers[fh] = content
         # Only verified bytes are ever returned, and they never change: the page cache may keep them.
@@ -206,6 +206,24 @@ class Operations(pyfuse3.Operations):
     @_translate
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         await self.vfs.unlink(parent_inode, os.fsdecode(name))
+
+    # Only files, and only in incoming/: no directories, renames or links anywhere (EPERM, not
+    # the default ENOSYS, which tools report as "function not implemented").
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
+                     flags: int, ctx: Any) -> None:
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EPERM)
 
     @_translate
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:

@@ -8,7 +8,8 @@
     /incoming/<name>         the entry becomes a symlink to ../sha1/<hash>/<name>
 
 Content under sha1/ is immutable, so its entries and attributes carry long timeouts and open
-files keep the kernel's page cache. A hash that is not local starts a fetch on lookup, which
+files keep the kernel's page cache. A hash that is not local is fetched on open, not on lookup or
+stat (`ls -l` fetches nothing: it asks the sources for the size only, Node.remote_size); open
 returns as soon as the size is known (Node.open_content); reads of a file still arriving wait
 only for the verified chunks they cover (`Content.read`), so `head -c 100` of a large remote file
 does not wait for all of it. Every wait is bounded by `fetch_timeout`: absent everywhere ->
@@ -57,20 +58,31 @@ class Content:
         # The part file is renamed into the store when complete: this descriptor stays valid.
         self.fd = os.open(path, os.O_RDONLY)
         self.fetch_timeout = fetch_timeout
+        if self.transfer is not None:
+            self.transfer.hold()          # an open file keeps its transfer going
+        self._timed_out_at: float | None = None
 
     async def read(self, offset: int, size: int) -> bytes:
         t = self.transfer
         if t is not None and t.path is None:
             end = min(offset + size, t.size)
-            with trio.move_on_after(self.fetch_timeout) as scope:
+            wait = self.fetch_timeout
+            if self._timed_out_at is not None and time.monotonic() - self._timed_out_at < self.fetch_timeout:
+                wait = 0.1     # the kernel retrying a read that just timed out: fail at once, not twice as late
+            with trio.move_on_after(wait) as scope:
                 await t.wait_range(offset, end)
             if scope.cancelled_caught:
+                self._timed_out_at = self._timed_out_at or time.monotonic()
                 raise TransferError(f"bytes {offset}-{end} of sha1://{t.sha1} took longer than "
-                                    f"{self.fetch_timeout} s to arrive")
+                                    f"{self.fetch_timeout} s to arrive (from {t.source or 'its sources'})")
+            self._timed_out_at = None
         return os.pread(self.fd, size, offset)
 
     def close(self) -> None:
         os.close(self.fd)
+        if self.transfer is not None:
+            self.transfer.release()
+            self.transfer = None
 
 
 class VFS:
@@ -121,7 +133,7 @@ class VFS:
             sha1 = name.lower()
             if not is_sha1(sha1):
                 raise NotFoundError(f"not a hash: {name!r}")
-            await self.content_source(sha1)             # starts a fetch if it must
+            await self.size_of(sha1)                    # absent everywhere: ENOENT; fetches nothing
             return self._dir_attr(self._intern(("hash", sha1), "hashdir", sha1).ino, IMMUTABLE_TIMEOUT)
         if parent == INCOMING_INODE:
             inc = self.incoming_files.by_name.get(name)
@@ -154,11 +166,21 @@ class VFS:
                 raise NotFoundError(e.name)
             return self.incoming_attr(inc)
         assert e.sha1 is not None
-        source = await self.content_source(e.sha1)
-        if isinstance(source, Transfer):
-            return Attr(ino, stat.S_IFREG | 0o444, size=source.size, mtime_ns=self._started_ns)
-        st = os.stat(source)
+        path = self.node.store.locate(e.sha1)
+        if path is None:
+            return Attr(ino, stat.S_IFREG | 0o444, size=await self.size_of(e.sha1), mtime_ns=self._started_ns)
+        st = os.stat(path)
         return Attr(ino, stat.S_IFREG | 0o444, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+    async def size_of(self, sha1: str) -> int:
+        """A blob's size, local or from the sources, within fetch_timeout, without fetching it."""
+        path = self.node.store.locate(sha1)
+        if path is not None:
+            return os.stat(path).st_size
+        with trio.move_on_after(self.fetch_timeout) as scope:
+            return await self.node.remote_size(sha1)
+        assert scope.cancelled_caught
+        raise TransferError(f"finding sha1://{sha1} took longer than {self.fetch_timeout} s")
 
     def _dir_attr(self, ino: int, timeout: float) -> Attr:
         mode = stat.S_IFDIR | (0o777 if ino == INCOMING_INODE else 0o555)
@@ -182,8 +204,15 @@ class VFS:
         assert scope.cancelled_caught
         raise TransferError(f"finding sha1://{sha1} took longer than {self.fetch_timeout} s")
 
-    async def open_content(self, sha1: str) -> Content:
-        return Content(await self.content_source(sha1), self.fetch_timeout)
+    async def open_content(self, sha1: str, name: str | None = None) -> Content:
+        content = Content(await self.content_source(sha1), self.fetch_timeout)
+        if name and name != sha1 and content.transfer is not None:
+            # Fetched under this name: `ls sha1/<hash>/` lists it from now on (a hint: never fails the open).
+            try:
+                await self.node.record_name(sha1, name)
+            except Exception as e:
+                log.warning("could not record the name %r of sha1://%s: %s", name, sha1, e)
+        return content
 
     # ---- directories --------------------------------------------------------------------
 
@@ -220,7 +249,7 @@ class VFS:
 
     async def create(self, parent: int, name: str) -> Incoming:
         if parent != INCOMING_INODE:
-            raise FsError(errno.EROFS, "only incoming/ is writable")
+            raise FsError(errno.EPERM, "only incoming/ is writable")
         return await self.incoming_files.create(name)
 
     def incoming(self, ino: int) -> Incoming:
@@ -228,7 +257,7 @@ class VFS:
 
     async def unlink(self, parent: int, name: str) -> None:
         if parent != INCOMING_INODE:
-            raise FsError(errno.EROFS, "only incoming/ entries can be removed")
+            raise FsError(errno.EPERM, "only incoming/ entries can be removed")
         await self.incoming_files.unlink(name)
 
     # ---- extended attributes --------------------------------------------------------------

@@ -22,11 +22,13 @@ from kachery_client.storage_errors import storage_errors
 from kachery_client.store import BlobWriter
 from kachery_client.uri import check_name, check_sha1
 from kacheryfs import metrics
+from kacheryfs.content.fetcher import Transfer
 from kacheryfs.exception_groups import first_error
 from kacheryfs.feeds.mutables import is_private_key
 from kacheryfs.http import schemas as s
 from kacheryfs.http.errors import INTERNAL, deliberate, error_response, kind_and_status, response_for
 from kacheryfs.http.feed_routes import FEED_ROUTES
+from kacheryfs.http.status import node_status
 from kacheryfs.http.task_routes import JSON_HANDLERS as TASK_HANDLERS
 from kacheryfs.http.task_routes import request_base_url
 from kacheryfs.node import VERSION, Node
@@ -204,11 +206,6 @@ def _frame(obj: dict[str, Any]) -> bytes:
     return str(len(data)).encode() + b"#" + data
 
 
-def _error_frame(kind: str, message: str) -> bytes:
-    """An error frame; `kind` (ours, PROTOCOL.md section 15) comes before the original's `error`."""
-    return _frame({"type": "error", "kind": kind, "error": message})
-
-
 async def load_file(request: Request) -> Response:
     """POST /loadFile: make a blob local, answering with a length-prefixed frame stream (4.3).
 
@@ -226,34 +223,70 @@ async def load_file(request: Request) -> Response:
                                 "error": "Invalid api load file request"}))
     sha1, key = check_sha1(body.fileKey.sha1), body.fileKey
     manifest = check_sha1(key.manifestSha1) if key.manifestSha1 else None
+    name = _usable_name(body.name)          # ours: the name of the URI asked with
 
     async def frames() -> AsyncIterator[bytes]:
         yield _frame({"type": "progress", "bytesLoaded": 0, "bytesTotal": 0})
-        last = time.monotonic()
-        pending: list[tuple[int, int]] = []
-
-        def progress(done: int, total: int) -> None:
-            pending.append((done, total))
-
         try:
             if key.chunkOf is not None and await trio.to_thread.run_sync(node.store.locate, sha1) is None:
                 path = await _slice_chunk(node, sha1, key.chunkOf)
             else:
-                path = await node.ensure(sha1, manifest, progress)
+                found = await node.load(sha1, manifest)
+                if isinstance(found, Transfer):
+                    # Held while this request waits: a client that goes away lets it be abandoned.
+                    with found.held():
+                        while not found.done.is_set():
+                            with trio.move_on_after(PROGRESS_INTERVAL):
+                                await found.done.wait()
+                            if found.ready.is_set() and not found.done.is_set():
+                                yield _frame(progress_frame(found))
+                    found.raise_error()
+                    assert found.path is not None
+                    yield _frame(progress_frame(found))
+                    if name:                     # fetched under this name: the mount lists it (a hint)
+                        try:
+                            await node.record_name(sha1, name)
+                        except Exception as e:
+                            log.warning("could not record the name %r of sha1://%s: %s", name, sha1, e)
+                    found = found.path
+                path = found
         except Exception as e:
-            known = deliberate(e)
-            kind, _ = kind_and_status(known)
-            if known is None:
-                log.error("/loadFile of sha1://%s failed", sha1, exc_info=e)
-            message = "Unable to find file" if isinstance(known, NotFoundError) else str(known or INTERNAL)
-            yield _error_frame(kind, message)
+            yield _frame(error_frame(e, sha1))
             return
-        if pending and time.monotonic() - last >= 0:
-            done, total = pending[-1]
-            yield _frame({"type": "progress", "bytesLoaded": done, "bytesTotal": total})
         yield _frame({"type": "finished", "localFilePath": str(path)})
 
     return StreamingResponse(frames())
+
+
+def progress_frame(t: Transfer) -> dict[str, Any]:
+    """docs/PROTOCOL.md 4.3, plus ours (section 15): where the bytes come from and how fast."""
+    elapsed = max(time.monotonic() - t.started, 1e-3)
+    return {"type": "progress", "bytesLoaded": t.bytes_present, "bytesTotal": t.size,
+            "source": t.source, "bytesPerSecond": int(t.bytes_present / elapsed)}
+
+
+def error_frame(e: BaseException, sha1: str) -> dict[str, Any]:
+    """An error frame: `kind` (ours, docs/PROTOCOL.md section 15) before the original's `error`.
+    Absent content keeps the original's text (client 1.2.0 shows it) with the node's reason in
+    `detail`; other errors carry the reason itself."""
+    known = deliberate(e)
+    kind, _ = kind_and_status(known)
+    if known is None:
+        log.error("/loadFile of sha1://%s failed", sha1, exc_info=e)
+        return {"type": "error", "kind": kind, "error": INTERNAL}
+    if isinstance(known, NotFoundError):
+        return {"type": "error", "kind": kind, "error": "Unable to find file", "detail": str(known)}
+    return {"type": "error", "kind": kind, "error": str(known)}
+
+
+def _usable_name(name: Any) -> str | None:
+    """A one-segment valid name, else None (a bad name never fails a load)."""
+    if not isinstance(name, str) or not name or "/" in name:
+        return None
+    try:
+        return check_name(name)
+    except UsageError:
+        return None
 
 
 async def _slice_chunk(node: Node, sha1: str, chunk_of: s.ChunkOf) -> Any:
@@ -276,20 +309,17 @@ async def download_file_data(request: Request) -> Response:
     node: Node = request.app.state.node
     try:
         body = s.decode(await s.read_body(request), s.DownloadFileData)
-        path = await trio.to_thread.run_sync(node.store.require, check_sha1(body.fileKey.sha1))
-        size = path.stat().st_size
-        start, end = body.startByte, body.endByte
-        if start is None or end is None:
-            start, end = 0, size
-        if not 0 <= start <= end <= size:
-            raise UsageError(f"invalid byte range [{start}, {end}) for a file of {size} bytes")
+        # Ours (section 15): a range of content still arriving is served once its chunks are
+        # verified; clampEnd cuts an end past the file's size, as `kachery-cat --end` does.
+        rng = await node.open_range(check_sha1(body.fileKey.sha1), body.startByte, body.endByte,
+                                    clamp_end=body.clampEnd)
     except Exception as e:
         return response_for(e, request)
 
     async def blocks() -> AsyncIterator[bytes]:
-        with open(path, "rb") as f:
-            f.seek(start)
-            left = end - start
+        with rng.file as f:
+            f.seek(rng.start)
+            left = rng.end - rng.start
             while left > 0:
                 block = await trio.to_thread.run_sync(f.read, min(left, 4 << 20))
                 if not block:
@@ -298,7 +328,7 @@ async def download_file_data(request: Request) -> Response:
                 node.stats.bytes_sent += len(block)
                 yield block
 
-    return StreamingResponse(blocks(), headers={"Content-Length": str(end - start)},
+    return StreamingResponse(blocks(), headers={"Content-Length": str(rng.end - rng.start)},
                              media_type="application/octet-stream")
 
 
@@ -310,7 +340,8 @@ async def stats(request: Request) -> Response:
         "totalMessagesSent": 0, "storageDir": str(node.storage_dir), "requests": s.requests,
         "blobsStored": s.blobs_stored,
         "channels": [{"name": c.name, "roles": list(c.roles), "peers": len(c.peers), "members": len(c.members),
-                      "bucket": c.bucket.describe() if c.bucket else None} for c in node.config.channels]}})
+                      "bucket": c.bucket.describe() if c.bucket else None} for c in node.config.channels],
+        **await node_status(node)}})
 
 
 async def halt(request: Request) -> Response:

@@ -92,12 +92,14 @@ class FileKey(Struct):
 class LoadFile(Struct):
     fileKey: FileKey
     channelName: ChannelName | None = None
+    name: Any = None                 # ours: the name of the URI asked with (a hint; a bad one is ignored)
 
 
 class DownloadFileData(Struct):
     fileKey: FileKey
     startByte: NonNegInt | None = None
     endByte: NonNegInt | None = None
+    clampEnd: bool = False           # ours: an end past the file's size is cut to it
 
 
 class LinkFile(Struct):

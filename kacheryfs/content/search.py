@@ -1,0 +1,133 @@
+"""Asking every source whether it has a blob, and how big it is.
+
+One search per hash at a time (single flight), bounded by `timeout`: a source that fails or does
+not answer in time is recorded and named. If no source has the blob and any source could not be
+asked, the answer is a TransferError naming those sources: a peer that hangs must read as "the
+peer failed", never as "no such content". Only when every source answered "not here" is it a
+NotFoundError.
+
+Answers are remembered briefly (REMEMBER_FOUND / REMEMBER_FAILED seconds) so that the kernel's
+lookups, getattrs and an open right after each other ask the network once, and a retried request
+fails at once instead of waiting another timeout. The size alone (`size`) never starts a download:
+`ls -l` and `stat` in the mount use it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from kachery_client.errors import KacheryError, NotFoundError, TransferError
+from kacheryfs import metrics
+from kacheryfs.content.sources import RemoteBlob, Source, SourceError, SourceRefused
+
+REMEMBER_FOUND = 30.0
+REMEMBER_FAILED = 5.0
+Found = list[tuple[Source, RemoteBlob]]
+Spawn = Callable[..., None]          # start_soon(fn, *args) of a nursery that outlives the caller
+
+
+@dataclass
+class _Search:
+    done: trio.Event = field(default_factory=trio.Event)
+    found: Found | None = None
+    error: KacheryError | None = None
+    finished_at: float = 0.0
+
+
+class SourceSearch:
+    def __init__(self, sources: Sequence[Source], timeout: float):
+        self.sources = list(sources)
+        self.timeout = timeout
+        self._searches: dict[str, _Search] = {}
+
+    async def find(self, sha1: str, spawn: Spawn | None = None) -> Found:
+        """Sources that have the blob: peers first, then buckets, each group quickest first.
+
+        `spawn` runs the search where a cancelled caller does not stop it (the fetcher's host)."""
+        s = self._searches.get(sha1)
+        now = time.monotonic()
+        if s is not None and s.done.is_set():
+            keep = REMEMBER_FOUND if s.found is not None else REMEMBER_FAILED
+            if now - s.finished_at > keep:
+                s = None
+        if s is None:
+            s = self._searches[sha1] = _Search()
+            if spawn is not None:
+                spawn(self._run, sha1, s)
+            else:
+                await self._run(sha1, s)
+        await s.done.wait()
+        if s.error is not None:
+            raise type(s.error)(str(s.error))
+        assert s.found is not None
+        return s.found
+
+    async def size(self, sha1: str, spawn: Spawn | None = None) -> int:
+        return (await self.find(sha1, spawn))[0][1].size
+
+    def forget(self, sha1: str) -> None:
+        """The blob is local now (or gone): the next search asks again."""
+        self._searches.pop(sha1, None)
+
+    async def _run(self, sha1: str, s: _Search) -> None:
+        try:
+            s.found = await self._ask_all(sha1)
+        except KacheryError as e:
+            s.error = e
+        finally:
+            s.finished_at = time.monotonic()
+            s.done.set()
+            self._prune(s.finished_at)
+
+    def _prune(self, now: float) -> None:
+        old = [k for k, v in self._searches.items()
+               if v.done.is_set() and now - v.finished_at > REMEMBER_FOUND]
+        for k in old:
+            del self._searches[k]
+
+    async def _ask_all(self, sha1: str) -> Found:
+        answers: list[tuple[float, Source, RemoteBlob]] = []
+        missing: list[Source] = []
+        problems: dict[str, str] = {}
+
+        async def ask(source: Source) -> None:
+            t0 = time.monotonic()
+            try:
+                info = await trio.to_thread.run_sync(source.stat, sha1, abandon_on_cancel=True)
+            except SourceError as e:
+                problems[source.label] = _without_label(str(e), source.label)
+                metrics.SOURCE_ERRORS.labels(source.kind, "refused" if isinstance(e, SourceRefused) else "failed").inc()
+                return
+            if info is None:
+                missing.append(source)
+            else:
+                answers.append((time.monotonic() - t0, source, info))
+
+        with trio.move_on_after(self.timeout):
+            async with trio.open_nursery() as nursery:
+                for src in self.sources:
+                    nursery.start_soon(ask, src)
+        for src in self.sources:
+            answered = src in missing or any(src is a[1] for a in answers) or src.label in problems
+            if not answered:
+                problems[src.label] = f"did not answer within {self.timeout:g} s"
+        if not answers:
+            if problems:
+                raise TransferError(f"sha1://{sha1} could not be looked up: "
+                                    + "; ".join(f"{label} {why}" for label, why in problems.items())
+                                    + (f" ({len(missing)} other source(s) do not have it)" if missing else ""))
+            raise NotFoundError(f"sha1://{sha1} is not on this node nor on any of its {len(self.sources)} sources")
+        answers.sort(key=lambda a: (a[1].kind != "peer", a[0]))
+        return [(src, info) for _, src, info in answers]
+
+
+def _without_label(message: str, label: str) -> str:
+    """Source errors start with the source's label; the search names the source itself."""
+    for prefix in (label + ": ", label + " "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
