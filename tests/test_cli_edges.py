@@ -93,7 +93,7 @@ def test_status_asks_the_node_on_any_port(tmp_path):
         idr = _kacheryfs("id", "--storage-dir", str(tmp_path / "s"))
         assert idr.stdout == node_id + "\n"
     r = _kacheryfs("status", "--port", str(node.port))
-    assert r.returncode == 1 and f"no kachery node answers at http://127.0.0.1:{node.port}" in r.stderr
+    assert r.returncode == 7 and f"no kachery node answers at http://127.0.0.1:{node.port}" in r.stderr
 
 
 def test_command_line_mistakes_are_one_line(tmp_path):
@@ -101,7 +101,7 @@ def test_command_line_mistakes_are_one_line(tmp_path):
     (tmp_path / "a.txt").write_text("hello")
     uri = run_cli("kachery-store", str(tmp_path / "a.txt"), env=env).stdout.decode().strip()
     r = run_cli("kachery-load", uri, "--dest", "/nonexistent/dir/x.json", env=env)
-    assert r.returncode == 1 and _one_line(r.stderr.decode()) == \
+    assert r.returncode == 2 and _one_line(r.stderr.decode()) == \
         "Error: cannot write /nonexistent/dir/x.json: No such file or directory"
     r = run_cli("kachery-cat", uri, "--start", "10", "--end", "5", env=env)
     assert r.returncode == 2 and "--end (5) is before --start (10)" in r.stderr.decode()
@@ -119,18 +119,18 @@ def test_node_messages_are_the_reason_without_internals(tmp_path):
     r = run_cli("kachery-cat", "sha1://" + "a" * 40 + "/x",
                 env={"KACHERY_DAEMON_PORT": str(port), "KACHERY_OFFLINE_STORAGE_DIR": ""})
     err = _one_line(r.stderr.decode())
-    assert r.returncode == 1 and f"no kachery node answers at http://localhost:{port}" in err
+    assert r.returncode == 7 and f"no kachery node answers at http://localhost:{port}" in err
     assert "HTTPConnectionPool" not in err and "Max retries" not in err
     with running_node(tmp_path / "s") as node:
         # A workstation: the node's storage directory is not visible here, and no code was issued.
         env = {**client_env(node), "KACHERY_STORAGE_DIR": str(tmp_path / "elsewhere")}
         r = run_cli("kachery-cat", "sha1://" + "a" * 40 + "/x", env=env)
-        assert r.returncode == 1 and "KACHERY_CLIENT_AUTH_CODE" in _one_line(r.stderr.decode()), r.stderr
+        assert r.returncode == 8 and "KACHERY_CLIENT_AUTH_CODE" in _one_line(r.stderr.decode()), r.stderr
         # --upload to a channel the node lacks: the node's reason, not "HTTP 500: {...}"
         (tmp_path / "f.txt").write_text("x")
         r = run_cli("kachery-store", "--upload", "nochan", str(tmp_path / "f.txt"), env=client_env(node))
         err = _one_line(r.stderr.decode())
-        assert r.returncode == 1 and "not a member of channel 'nochan'" in err, err
+        assert r.returncode == 2 and "not a member of channel 'nochan'" in err, err      # a usage mistake
         assert "HTTP" not in err and "{" not in err
 
 

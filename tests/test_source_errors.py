@@ -44,7 +44,7 @@ def test_unresponsive_peer_is_a_source_error_naming_it(tmp_path):
             out = run_cli("kachery-cat", "sha1://" + "2" * 40 + "/x.txt", env=client_env(node))
             elapsed = time.monotonic() - t0
             err = out.stderr.decode()
-            assert out.returncode == 1 and out.stdout == b""
+            assert out.returncode == 5 and out.stdout == b""      # source-failed (kachery_client/exit_codes.py)
             assert len(err.strip().splitlines()) == 1, err
             assert peer in err and "did not answer" in err and "Unable to find" not in err, err
             assert err.count("sha1://" + "2" * 40) == 1, err          # the URI once
@@ -69,7 +69,7 @@ def test_missing_everywhere_is_still_not_found(tmp_path):
         t0 = time.monotonic()
         out = run_cli("kachery-cat", "sha1://" + "4" * 40 + "/x", env=client_env(b))
         err = out.stderr.decode()
-        assert out.returncode == 1 and time.monotonic() - t0 < 10, err
+        assert out.returncode == 3 and time.monotonic() - t0 < 10, err      # not found
         assert "is not on this node nor on any of its 1 sources" in err, err
         assert len(err.strip().splitlines()) == 1 and err.count("sha1://" + "4" * 40) == 1, err
 
