@@ -1,0 +1,70 @@
+"""The store's small file-system pieces: `.link` records, scans, temp-file bookkeeping. Pure helpers
+of store.py (docs/PROTOCOL.md section 5), no policy here."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Link:
+    """A parsed `.link` file: the blob lives at `path` while its size and mtime hold."""
+    path: str
+    size: int
+    mtime: float
+    manifest_sha1: str | None
+
+    def is_valid(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == self.size and st.st_mtime == self.mtime
+
+
+def write_all(fd: int, view: memoryview) -> None:
+    while len(view):
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def is_blob_of_size(path: Path, size: int) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
+def unlink_quietly(path: Path) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def scandir_names(path: Path) -> Iterator[str]:
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                yield entry.name
+    except (FileNotFoundError, NotADirectoryError):
+        return
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError as e:
+        return e.errno != errno.ESRCH
+    return True
