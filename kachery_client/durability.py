@@ -87,6 +87,8 @@ class PendingSyncs:
         for root in roots:
             try:
                 _syncfs(root)
+            except FileNotFoundError:
+                continue                    # the storage directory is gone: nothing to keep
             except OSError as e:
                 raise storage_error(e, f"flushing {root}") from None
 

@@ -1,5 +1,6 @@
 """The content store's promises: layout, one-pass hashing, atomic publish, links, crash safety."""
 
+import errno
 import hashlib
 import os
 import signal
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from kachery_client.errors import IntegrityError, LocalFileError, NotFoundError
+from kachery_client.errors import IntegrityError, LocalFileError, LocalStorageError, NotFoundError
 from kachery_client.hashing import CHUNK_SIZE, parse_manifest
 from kachery_client.store import EMPTY_SHA1, Store
 
@@ -189,3 +190,128 @@ def test_storing_an_unchanged_file_again_reads_nothing(tmp_path, monkeypatch):
     # A blob that left the store (evicted, deleted) is written again, not trusted from the cache.
     store.path_for(changed.sha1).unlink()
     assert store.add_file(src) == changed and store.verify(changed.sha1)
+
+
+# ---- refused writes: LocalStorageError, nothing left behind -------------------------------------
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 20 MiB tmpfs, mounted for the test (root only), unmounted after."""
+    if os.geteuid() != 0:
+        pytest.fail("these tests mount a tmpfs and must run as root (as CI does)")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _nothing_published(store):
+    assert [h for h in store.iter_hashes()] == [] and os.listdir(store.tmp_dir) == []
+
+
+def test_disk_full_raises_local_storage_error_and_leaves_nothing(small_fs, tmp_path):
+    store = Store(small_fs / "s")
+    src = tmp_path / "big.bin"
+    _random_file(src, 30 * 1024 * 1024, seed=3)
+    with pytest.raises(LocalStorageError) as info:
+        store.add_file(src)
+    assert info.value.errno == errno.ENOSPC
+    _nothing_published(store)
+    with pytest.raises(LocalStorageError) as info:           # a stream, through the writer
+        with store.writer() as w:
+            for _ in range(30):
+                w.write(os.urandom(1024 * 1024))
+    assert info.value.errno == errno.ENOSPC
+    _nothing_published(store)
+    # The store is usable again once there is room.
+    assert store.read_bytes(store.add_bytes(b"fits").sha1) == b"fits"
+
+
+def test_read_only_file_system_raises_local_storage_error(small_fs):
+    store = Store(small_fs / "s")
+    kept = store.add_bytes(b"stored before")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    with pytest.raises(LocalStorageError) as info:
+        store.add_bytes(b"refused")
+    assert info.value.errno == errno.EROFS
+    with pytest.raises(LocalStorageError) as info:
+        Store(small_fs / "s").add_bytes(b"refused, fresh Store")   # also when tmp/ must be made
+    assert info.value.errno == errno.EROFS
+    assert list(store.iter_hashes()) == [kept.sha1] and store.read_bytes(kept.sha1) == b"stored before"
+
+
+def test_failed_early_write_back_fails_the_store(tmp_path, monkeypatch):
+    """The background fdatasync's error is not discarded: no blob after a failed write-back."""
+    import kachery_client.store as store_mod
+    monkeypatch.setattr(store_mod, "EARLY_FLUSH", 1024 * 1024)
+    real = os.fdatasync
+    calls = []
+
+    def failing_fdatasync(fd):
+        calls.append(fd)
+        real(fd)
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
+    store = Store(tmp_path)
+    data = os.urandom(3 * 1024 * 1024)
+    with pytest.raises(LocalStorageError) as info:
+        with store.writer() as w:
+            for i in range(0, len(data), 512 * 1024):
+                w.write(data[i:i + 512 * 1024])
+            w.commit()
+    assert calls and info.value.errno == errno.EIO
+    _nothing_published(store)
+    monkeypatch.setattr(os, "fdatasync", real)
+    assert store.add_bytes(data).sha1 == hashlib.sha1(data).hexdigest()
+
+
+# ---- durability: small blobs unsynced but verified on every read --------------------------------
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed"])
+def test_small_blob_torn_before_write_back_is_never_served(tmp_path, damage):
+    store = Store(tmp_path)
+    blob = store.add_bytes(b'{"result": 42}')
+    path = store.path_for(blob.sha1)
+    # What a power loss before the write-back can leave: the name, without (all) the bytes.
+    with open(path, "r+b") as f:
+        if damage == "truncated":
+            f.truncate(3)
+        else:
+            f.write(b"\0" * 14)
+    assert store.locate(blob.sha1) is None and not store.has(blob.sha1)
+    assert not path.exists()                         # removed: it reads as missing
+    with pytest.raises(NotFoundError):
+        store.read_bytes(blob.sha1)
+    assert store.add_bytes(b'{"result": 42}') == blob  # stored again, whole
+    assert store.read_bytes(blob.sha1) == b'{"result": 42}'
+
+
+def test_only_large_blobs_are_fsynced_unless_sync_always(tmp_path, monkeypatch):
+    real, calls = os.fsync, []
+
+    def counting_fsync(fd):
+        calls.append(fd)
+        real(fd)
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    store = Store(tmp_path / "a")
+    store.add_bytes(b"small")
+    assert calls == []
+    store.add_bytes(os.urandom(2 * 1024 * 1024))
+    assert len(calls) == 1
+    monkeypatch.setenv("KACHERY_SYNC", "always")
+    calls.clear()
+    synced = Store(tmp_path / "b")
+    synced.add_bytes(b"small")
+    assert len(calls) == 1
+
+
+def test_flush_syncs_what_was_stored(tmp_path):
+    from kachery_client import durability
+    store = Store(tmp_path)
+    store.add_bytes(b"pending")
+    assert tmp_path in durability.pending._roots
+    durability.flush()
+    assert durability.pending._roots == set()

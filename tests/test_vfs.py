@@ -36,9 +36,9 @@ def test_lookup_listing_and_attrs(node):
         f = await vfs.lookup(hashdir.ino, "whatever.bin")
         assert stat.S_ISREG(f.mode) and f.size == 7 and f.mode & 0o222 == 0
         assert (await vfs.lookup(hashdir.ino, "whatever.bin")).ino == f.ino           # stable inodes
-        assert [n for n, _, _ in await vfs.list_dir(SHA1_INODE, 0)] == [blob.sha1]
-        assert [n for n, _, _ in await vfs.list_dir(hashdir.ino, 0)] == ["c.txt"]
-        assert [n for n, _, _ in await vfs.list_dir(ROOT_INODE, 1)] == ["incoming"]  # offsets resume
+        assert [i.name for i in await vfs.list_dir(SHA1_INODE, 0)] == [blob.sha1]
+        assert [i.name for i in await vfs.list_dir(hashdir.ino, 0)] == ["c.txt"]
+        assert [i.name for i in await vfs.list_dir(ROOT_INODE, 1)] == ["incoming"]  # offsets resume
         for bad in ("..", "a\\b", ""):
             with pytest.raises(NotFoundError):
                 await vfs.lookup(hashdir.ino, bad)
@@ -88,6 +88,6 @@ def test_adapter_translates_errors(node):
             await ops.write(fi.fh, 10, b"gap")
         assert e.value.errno == errno.EIO
         await ops.release(fi.fh)
-        assert "a.bin" not in [n for n, _, _ in await ops.vfs.list_dir(INCOMING_INODE, 0)]
+        assert "a.bin" not in [i.name for i in await ops.vfs.list_dir(INCOMING_INODE, 0)]
         assert os.listdir(node.store.tmp_dir) == []
     run(main)

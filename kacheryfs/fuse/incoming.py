@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from kachery_client.errors import NotFoundError, UsageError
+from kachery_client.errors import LocalStorageError, NotFoundError, UsageError
 from kachery_client.store import BlobWriter, StoredBlob
 from kachery_client.uri import check_name
 from kacheryfs.fuse.entries import Entry, FsError
@@ -46,7 +46,7 @@ class Incoming:
     open_count: int = 0
     sha1: str | None = None
     idle: trio.Event = field(default_factory=_set_event)   # no batch in a worker thread
-    error: OSError | None = None                             # what the last batch hit
+    error: FsError | None = None                             # what the last batch hit
     received: int = 0                                        # bytes accepted from the kernel
     mtime_ns: int = field(default_factory=time.time_ns)
 
@@ -117,8 +117,8 @@ class IncomingFiles:
     async def _write_batch(inc: Incoming, writer: BlobWriter, batch: bytearray, done: trio.Event) -> None:
         try:
             await trio.to_thread.run_sync(writer.write, batch)
-        except OSError as e:                  # e.g. ENOSPC in the storage dir
-            inc.error = e
+        except LocalStorageError as e:        # e.g. ENOSPC in the storage dir
+            inc.error = FsError(e.errno or errno.EIO, str(e))
         finally:
             done.set()
 
@@ -126,7 +126,7 @@ class IncomingFiles:
         if inc.error is not None:
             error = inc.error
             await self._discard(inc)
-            raise FsError(error.errno or errno.EIO, str(error))
+            raise error
 
     async def truncate(self, inc: Incoming, size: int) -> None:
         if size == inc.size:
@@ -144,13 +144,13 @@ class IncomingFiles:
             await self.store(inc)
 
     async def store(self, inc: Incoming) -> None:
-        """Commit the written bytes; the entry becomes a symlink to ../sha1/<hash>/<name>."""
+        """Commit the written bytes; the entry becomes a symlink to ../sha1/<hash>/<name>.
+        A refused write (disk full, ...) raises FsError with its errno: close() reports it."""
         if inc.writer is None:
             return
         await inc.idle.wait()
         if inc.error is not None:
-            await self._discard(inc)
-            return
+            await self._raise_batch_error(inc)
         writer, inc.writer = inc.writer, None
         pending, inc.pending = inc.pending, bytearray()
         if self.by_name.get(inc.entry.name or "") is not inc:
@@ -164,6 +164,9 @@ class IncomingFiles:
                 return writer.commit()
         try:
             blob = await trio.to_thread.run_sync(commit)
+        except LocalStorageError as e:
+            self.by_name.pop(inc.entry.name or "", None)
+            raise FsError(e.errno or errno.EIO, str(e)) from None
         except BaseException:
             self.by_name.pop(inc.entry.name or "", None)
             raise

@@ -110,13 +110,23 @@ class Operations(pyfuse3.Operations):
         attr = await self.vfs.getattr(inode)
         if not attr.mode & 0o040000:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return inode
+        return self.vfs.open_dir(inode)
 
     @_translate
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        for name, attr, next_id in await self.vfs.list_dir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), _entry(attr), next_id):
+        listing = await self.vfs.listing(fh, start_id)
+        while (item := listing.peek()) is not None:
+            if not pyfuse3.readdir_reply(token, os.fsencode(item.name), _entry(item.attr), item.next_id):
                 break
+            listing.advance()
+            if item.sha1 is not None:       # readdirplus: the kernel now holds the inode
+                self.vfs.taken(item.sha1, item.kind, item.name)
+
+    async def releasedir(self, fh: int) -> None:
+        self.vfs.release_dir(fh)
+
+    async def forget(self, inode_list: Any) -> None:
+        self.vfs.forget(inode_list)
 
     @_translate
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
@@ -162,9 +172,15 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EBADF)
         return await self.vfs.incoming_files.write(inc, off, buf)
 
-    # No flush handler: the kernel sends FLUSH on every close() of a descriptor, also of a dup
-    # (a shell's `>` does open, dup2, close before writing). Content is stored on release, when
-    # the last descriptor is gone; the kernel sends it a moment after that close() returns.
+    @_translate
+    async def flush(self, fh: int) -> None:
+        """close(): store what was written, so that incoming/<name> is the symlink when close()
+        returns (the kernel waits for this answer, not for release). The kernel also flushes on
+        close of a dup (a shell's `>` does open, dup2, close before writing): a file nothing was
+        written to yet is left open, and stored at release."""
+        inc = self._writers.get(fh)
+        if inc is not None and inc.received:
+            await self.vfs.incoming_files.store(inc)
 
     @_translate
     async def release(self, fh: int) -> None:
