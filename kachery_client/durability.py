@@ -67,6 +67,19 @@ def blob_is_sound(path: Path, sha1: str) -> bool | None:
         os.close(fd)
 
 
+def process_umask() -> int:
+    """The umask, read without changing it (os.umask would race other threads); 0o777 if unknown,
+    so that callers chmod."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
+
+
 class PendingSyncs:
     """Storage directories holding blobs published without an fsync, flushed by `flush()`."""
 

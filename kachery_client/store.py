@@ -174,6 +174,8 @@ class Store:
         self._tmp_made = False
         self._hash_cache = HashCache(self.root)
         self.sync_always = durability.sync_always()
+        self._sha1_prefix = f"{self.sha1_dir}/"
+        self._umask = durability.process_umask()
 
     # ---- paths --------------------------------------------------------------------------
 
@@ -272,6 +274,8 @@ class Store:
 
     def add_bytes(self, data: bytes) -> StoredBlob:
         """Store bytes held in memory. Content already present costs only the hash."""
+        if len(data) <= SMALL_BLOB:
+            return self._add_small(data)
         if len(data) <= CHUNK_SIZE:
             sha1 = hashlib.sha1(data).hexdigest()
             if self._holds(self.path_for(sha1), sha1, len(data)):
@@ -395,12 +399,41 @@ class Store:
         """The store already has this blob, whole and sound: a new copy need not be written."""
         return is_blob_of_size(path, size) and (size > SMALL_BLOB or self._sound(path, sha1))
 
+    def _add_small(self, data: bytes) -> StoredBlob:
+        """The hot path of store_json and friends: one write, no hasher, no manifest, no fsync
+        (unless KACHERY_SYNC=always): the blob is verified whenever it is read (durability.py)."""
+        sha1 = hashlib.sha1(data).hexdigest()
+        final = Path(f"{self._sha1_prefix}{sha1[0:2]}/{sha1[2:4]}/{sha1[4:6]}/{sha1}")
+        if self._holds(final, sha1, len(data)):
+            return StoredBlob(sha1, len(data))
+        tmp, fd = self.create_temp()
+        try:
+            try:
+                write_all(fd, memoryview(data))
+                if self._umask & 0o644:
+                    os.fchmod(fd, BLOB_MODE)
+                if self.sync_always:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if not self.sync_always:
+                durability.pending.add(self.root)
+            self._publish(tmp, final)
+        except OSError as e:
+            unlink_quietly(tmp)
+            raise storage_error(e, f"cannot store sha1://{sha1} in {self.root}") from None
+        except BaseException:
+            unlink_quietly(tmp)
+            raise
+        return StoredBlob(sha1, len(data))
+
     def _publish(self, tmp: Path, final: Path) -> None:
         try:
             os.replace(tmp, final)
         except FileNotFoundError:
             os.makedirs(final.parent, exist_ok=True)
             os.replace(tmp, final)
+            return                  # a directory just made holds no link
         # A blob made visible removes any link it supersedes.
         unlink_quietly(final.with_name(final.name + ".link"))
 
