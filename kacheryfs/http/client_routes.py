@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 MAX_JSON_BODY = 256 * 1024 * 1024       # the original's 100 kB limit was a defect (8)
 STORE_BATCH = 4 * 1024 * 1024           # bytes gathered before each hand-off to a thread
 STORE_QUEUE = 2                         # batches waiting for the writer thread
+SMALL_STORE = 1024 * 1024               # bodies up to this size are stored in one thread hop
 PROGRESS_INTERVAL = 2.0
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
@@ -170,6 +171,8 @@ async def store(request: Request) -> Response:
             check_name(name)
     except UsageError as e:
         return error_response(400, str(e))
+    if int(length) <= SMALL_STORE:
+        return await _store_small(request, node, int(length), name)
     writer: BlobWriter = await trio.to_thread.run_sync(node.store.writer)
     try:
         await _receive_into(request, writer)
@@ -182,6 +185,23 @@ async def store(request: Request) -> Response:
         return JSONResponse({"success": False, "error": str(e), "sha1": None, "manifestSha1": None})
     finally:
         writer.abort()      # no-op after commit; removes the temp file otherwise (incl. cancellation)
+    node.stats.bytes_received += blob.size
+    node.stats.blobs_stored += 1
+    await node.record_stored(blob.sha1, name, blob.manifest_sha1)
+    return JSONResponse({"success": True, "error": None, "sha1": blob.sha1, "manifestSha1": blob.manifest_sha1})
+
+
+async def _store_small(request: Request, node: Node, length: int, name: str | None) -> Response:
+    """A small body (store_json and friends): received whole, stored in one thread hop."""
+    try:
+        body = await request.body()
+        if len(body) != length:
+            raise UsageError(f"received {len(body)} bytes, Content-Length said {length}")
+        blob = await trio.to_thread.run_sync(node.store.add_bytes, body)
+    except ClientDisconnect:
+        return error_response(400, "the client went away mid-body")
+    except KacheryError as e:
+        return JSONResponse({"success": False, "error": str(e), "sha1": None, "manifestSha1": None})
     node.stats.bytes_received += blob.size
     node.stats.blobs_stored += 1
     await node.record_stored(blob.sha1, name, blob.manifest_sha1)
