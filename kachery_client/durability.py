@@ -2,15 +2,20 @@
 
 The contract (docs/ARCHITECTURE.md "Durability"):
 - A blob is served under its hash only with the right bytes, always, also after a power loss.
-- Blobs over SMALL_BLOB bytes are fsynced before they are renamed into place (one fsync, the
-  write-back overlapped with hashing): durable when the store call returns.
-- Blobs of SMALL_BLOB bytes or fewer are renamed into place without an fsync, and are hashed again
-  every time they are located for reading (`blob_is_sound`): a few KB hash in microseconds. One
-  torn, truncated or zeroed by a crash before the kernel wrote it back is removed and reported
-  missing, so it is fetched again where a source has it; it is never served. They are durable once
+- A store returns once the blob is in place, without waiting for the disk. It is durable once
   `flush()` (`kc.flush()`) returns, once the storing process exits normally (an atexit flush), or
-  when the kernel writes them back on its own (dirty_expire_centisecs, 30 s by default).
-- KACHERY_SYNC=always: one fsync per blob whatever its size (durable when the store returns).
+  about FLUSH_DELAY (1 s) after the store, when a background thread flushes; whichever is first.
+- Small blobs (SMALL_BLOB bytes or fewer) are hashed again every time they are located for reading
+  (`blob_is_sound`; a few KB hash in microseconds): one torn, truncated or zeroed by a crash
+  before its write-back is removed and reads as missing, so it is fetched again where a source
+  has it. It is never served.
+- Large blobs get a journal entry (journal.py), fsynced before the blob is renamed into place and
+  removed after the flush; a large blob with an entry from an earlier boot is hashed before it
+  is served (and removed if torn).
+- A flush that fails (the file system reports a failed write-back) removes the large blobs it
+  was making durable and raises LocalStorageError: no blob stays published after a failed write.
+- KACHERY_SYNC=always: one fsync per blob before it is published, as before (durable when the
+  store returns; no journal).
 
 `flush()` is one syncfs(2) per storage directory that has unsynced blobs: one system call
 however many blobs are pending.
@@ -30,10 +35,12 @@ import threading
 from pathlib import Path
 
 from .errors import LocalStorageError
+from .journal import Journal
 
 log = logging.getLogger(__name__)
 
-SMALL_BLOB = 1024 * 1024         # at or under: no fsync, verified on every read
+SMALL_BLOB = 1024 * 1024         # at or under: verified on every read; over: journal entry until flushed
+FLUSH_DELAY = 1.0                # a store is made durable in the background at most this much later
 
 
 def sync_always() -> bool:
@@ -46,9 +53,10 @@ def storage_error(e: OSError, doing: str) -> LocalStorageError:
     return LocalStorageError(f"{doing}: {e.strerror or e}", e.errno or errno_codes.EIO)
 
 
-def blob_is_sound(path: Path, sha1: str) -> bool | None:
-    """True if `path` is a regular file that is large (fsynced before publish) or hashes to `sha1`;
-    None if it is absent; False if it is a small blob whose bytes are wrong (torn by a crash)."""
+def blob_is_sound(path: Path, sha1: str, journal: Journal) -> bool | None:
+    """True if `path` is a regular file with the bytes of `sha1` as far as can be known without
+    hashing a large blob (no journal entry from an earlier boot); None if it is absent; False if
+    its bytes are wrong (torn by a crash before its write-back)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -57,14 +65,17 @@ def blob_is_sound(path: Path, sha1: str) -> bool | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
-        if st.st_size > SMALL_BLOB:
+        if st.st_size > SMALL_BLOB and not journal.needs_check(sha1):
             return True
         h = hashlib.sha1()
-        while block := os.read(fd, SMALL_BLOB + 1):
+        while block := os.read(fd, 8 * 1024 * 1024):
             h.update(block)
-        return h.hexdigest() == sha1
+        sound = h.hexdigest() == sha1
     finally:
         os.close(fd)
+    if sound and st.st_size > SMALL_BLOB:
+        journal.settle(sha1)          # read back whole after the reboot: on disk
+    return sound
 
 
 def process_umask() -> int:
@@ -81,29 +92,59 @@ def process_umask() -> int:
 
 
 class PendingSyncs:
-    """Storage directories holding blobs published without an fsync, flushed by `flush()`."""
+    """Storage directories holding blobs published without an fsync, and the journal entries of
+    the large ones, made durable by `flush()` (called in the background FLUSH_DELAY after a store)."""
 
     def __init__(self) -> None:
-        self._roots: set[Path] = set()
+        self._roots: dict[Path, list[tuple[Path, Path]]] = {}      # root -> [(blob, journal entry)]
         self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
 
-    def add(self, root: Path) -> None:
-        if root not in self._roots:
-            with self._lock:
-                self._roots.add(root)
+    def add(self, root: Path, large: tuple[Path, Path] | None = None) -> None:
+        with self._lock:
+            entries = self._roots.setdefault(root, [])
+            if large is not None:
+                entries.append(large)
+            if self._timer is None:
+                self._timer = threading.Timer(FLUSH_DELAY, self._flush_in_background)
+                self._timer.daemon = True
+                self._timer.start()
 
     def flush(self) -> None:
         """Make every blob this process stored durable. Raises LocalStorageError if the file system
-        reports a failed write-back."""
+        reports a failed write-back; the large blobs that flush covered are then removed."""
         with self._lock:
-            roots, self._roots = self._roots, set()
-        for root in roots:
+            roots, self._roots = self._roots, {}
+        failed: LocalStorageError | None = None
+        for root, large in roots.items():
+            journal = Journal(root)
             try:
                 _syncfs(root)
             except FileNotFoundError:
                 continue                    # the storage directory is gone: nothing to keep
             except OSError as e:
-                raise storage_error(e, f"flushing {root}") from None
+                failed = storage_error(e, f"writing back blobs stored in {root}")
+                for blob, _ in large:
+                    _remove(blob)           # never published bytes the disk may not hold
+            for _, entry in large:
+                journal.clear(entry)
+        if failed is not None:
+            raise failed
+
+    def _flush_in_background(self) -> None:
+        with self._lock:
+            self._timer = None
+        try:
+            self.flush()
+        except LocalStorageError as e:
+            log.error("%s: the large blobs stored meanwhile were removed", e)
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _load_syncfs():  # type: ignore[no-untyped-def]

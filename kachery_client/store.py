@@ -44,6 +44,7 @@ from .durability import SMALL_BLOB, blob_is_sound, storage_error
 from .errors import IntegrityError, LocalFileError, LocalStorageError, NotFoundError
 from .hash_cache import HashCache, stat_key
 from .hashing import CHUNK_SIZE, ContentHasher
+from .journal import Journal
 from .store_files import Link, is_blob_of_size, pid_alive, scandir_names, unlink_quietly, write_all
 from .uri import check_sha1, is_sha1
 
@@ -55,8 +56,9 @@ EMPTY_SHA1 = "da39a3ee5e6b4b0d3255bfef95601890afd80709"
 
 ProgressFn = Callable[[int], None]   # called with the number of bytes processed so far
 
-# Large writes start their writeback early (a background fdatasync every EARLY_FLUSH bytes), so the
-# disk works while later bytes are still being hashed and the final fsync has only the tail left.
+# With KACHERY_SYNC=always, large writes start their writeback early (a background fdatasync every
+# EARLY_FLUSH bytes), so the disk works while later bytes are still being hashed and the final
+# fsync has only the tail left. By default the write-back is durability.py's background flush.
 EARLY_FLUSH = 64 * 1024 * 1024
 _flush_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kachery-flush")
 
@@ -99,7 +101,7 @@ class BlobWriter:
             self.abort()
             raise storage_error(e, f"cannot write {self.tmp_path}") from None
         self._unflushed += len(data)
-        if self._unflushed >= EARLY_FLUSH and self._flush is None:
+        if self._unflushed >= EARLY_FLUSH and self._flush is None and self._store.sync_always:
             self._flush = _flush_pool.submit(os.fdatasync, fd)
             self._unflushed = 0
 
@@ -126,13 +128,11 @@ class BlobWriter:
                     pass                    # already stored: drop our copy unsynced
                 else:
                     os.fchmod(fd, BLOB_MODE)
-                    if size > SMALL_BLOB or self._store.sync_always:
+                    if self._store.sync_always:
                         os.fsync(fd)
-                    else:
-                        durability.pending.add(self._store.root)
                     os.close(fd)
                     fd = -1
-                    self._store._publish(self.tmp_path, final)
+                    self._store._publish_unsynced(self.tmp_path, final, sha1, size)
             finally:
                 if fd >= 0:
                     os.close(fd)
@@ -173,6 +173,7 @@ class Store:
         self.tmp_dir = self.root / "tmp"
         self._tmp_made = False
         self._hash_cache = HashCache(self.root)
+        self._journal = Journal(self.root)
         self.sync_always = durability.sync_always()
         self._sha1_prefix = f"{self.sha1_dir}/"
         self._umask = durability.process_umask()
@@ -388,16 +389,35 @@ class Store:
     def _sound(self, path: Path, sha1: str) -> bool:
         """The blob file is there with the right bytes (durability.py); a small blob torn by a
         crash before its write-back is removed, so that it reads as missing and is fetched again."""
-        sound = blob_is_sound(path, sha1)
+        sound = blob_is_sound(path, sha1, self._journal)
         if sound is False:
             log.error("sha1://%s in %s has the wrong bytes (torn by a crash before it was written back): "
                       "removed, it will be fetched again", sha1, self.root)
             unlink_quietly(path)
+            self._journal.settle(sha1)
         return bool(sound)
+
+    def _publish_unsynced(self, tmp: Path, final: Path, sha1: str, size: int) -> None:
+        """Publish a blob whose bytes may not be on disk yet (unless KACHERY_SYNC=always): a large
+        one behind a journal entry, and either way flushed within about a second (durability.py)."""
+        if self.sync_always:
+            self._publish(tmp, final)
+            return
+        if size <= SMALL_BLOB:
+            self._publish(tmp, final)
+            durability.pending.add(self.root)
+            return
+        entry = self._journal.record(sha1)
+        try:
+            self._publish(tmp, final)
+        except BaseException:
+            self._journal.clear(entry)
+            raise
+        durability.pending.add(self.root, (final, entry))
 
     def _holds(self, path: Path, sha1: str, size: int) -> bool:
         """The store already has this blob, whole and sound: a new copy need not be written."""
-        return is_blob_of_size(path, size) and (size > SMALL_BLOB or self._sound(path, sha1))
+        return is_blob_of_size(path, size) and self._sound(path, sha1)
 
     def _add_small(self, data: bytes) -> StoredBlob:
         """The hot path of store_json and friends: one write, no hasher, no manifest, no fsync
@@ -416,9 +436,7 @@ class Store:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            if not self.sync_always:
-                durability.pending.add(self.root)
-            self._publish(tmp, final)
+            self._publish_unsynced(tmp, final, sha1, len(data))
         except OSError as e:
             unlink_quietly(tmp)
             raise storage_error(e, f"cannot store sha1://{sha1} in {self.root}") from None

@@ -247,6 +247,7 @@ def test_failed_early_write_back_fails_the_store(tmp_path, monkeypatch):
     """The background fdatasync's error is not discarded: no blob after a failed write-back."""
     import kachery_client.store as store_mod
     monkeypatch.setattr(store_mod, "EARLY_FLUSH", 1024 * 1024)
+    monkeypatch.setenv("KACHERY_SYNC", "always")            # the early write-back of one-fsync mode
     real = os.fdatasync
     calls = []
 
@@ -289,29 +290,87 @@ def test_small_blob_torn_before_write_back_is_never_served(tmp_path, damage):
     assert store.read_bytes(blob.sha1) == b'{"result": 42}'
 
 
-def test_only_large_blobs_are_fsynced_unless_sync_always(tmp_path, monkeypatch):
-    real, calls = os.fsync, []
+def test_no_fsync_of_blobs_unless_sync_always(tmp_path, monkeypatch):
+    real, synced = os.fsync, []
 
-    def counting_fsync(fd):
-        calls.append(fd)
+    def recording_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real(fd)
-    monkeypatch.setattr(os, "fsync", counting_fsync)
+    monkeypatch.setattr(os, "fsync", recording_fsync)
     store = Store(tmp_path / "a")
     store.add_bytes(b"small")
-    assert calls == []
-    store.add_bytes(os.urandom(2 * 1024 * 1024))
-    assert len(calls) == 1
+    assert synced == []
+    big = store.add_bytes(os.urandom(2 * 1024 * 1024))
+    # Only the journal entry (file and directories) is fsynced, never the blob's bytes.
+    assert synced and all("/unsynced" in p for p in synced)
+    assert os.listdir(tmp_path / "a" / "unsynced" / big.sha1)
     monkeypatch.setenv("KACHERY_SYNC", "always")
-    calls.clear()
-    synced = Store(tmp_path / "b")
-    synced.add_bytes(b"small")
-    assert len(calls) == 1
+    synced.clear()
+    Store(tmp_path / "b").add_bytes(b"small")
+    Store(tmp_path / "b").add_bytes(os.urandom(2 * 1024 * 1024))
+    assert len(synced) == 2 and all("/tmp/" in p for p in synced)       # one per blob, before the rename
+    assert not (tmp_path / "b" / "unsynced").exists()
 
 
-def test_flush_syncs_what_was_stored(tmp_path):
+def test_flush_makes_large_blobs_durable_and_drops_their_entries(tmp_path):
     from kachery_client import durability
     store = Store(tmp_path)
     store.add_bytes(b"pending")
-    assert tmp_path in durability.pending._roots
+    big = store.add_bytes(os.urandom(2 * 1024 * 1024))
+    assert os.listdir(tmp_path / "unsynced") == [big.sha1]
     durability.flush()
-    assert durability.pending._roots == set()
+    assert os.listdir(tmp_path / "unsynced") == []
+    assert store.read_bytes(big.sha1, 0, 4) and store.has(big.sha1)
+
+
+def test_background_flush_within_about_a_second(tmp_path):
+    big = Store(tmp_path).add_bytes(os.urandom(2 * 1024 * 1024))
+    deadline = time.monotonic() + 10
+    while os.listdir(tmp_path / "unsynced"):
+        assert time.monotonic() < deadline, "the background flush never came"
+        time.sleep(0.02)
+    assert Store(tmp_path).has(big.sha1)
+
+
+def _entry_from_an_earlier_boot(root, sha1):
+    """What a power loss before the flush leaves: the entry, written in a boot that is over."""
+    d = root / "unsynced" / sha1
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "1.abc").write_text("an-earlier-boot")
+
+
+def test_large_blob_from_an_unclean_shutdown_is_checked_before_it_is_served(tmp_path):
+    from kachery_client import durability
+    store = Store(tmp_path)
+    data = os.urandom(3 * 1024 * 1024)
+    whole = store.add_bytes(data)
+    torn = store.add_bytes(os.urandom(3 * 1024 * 1024))
+    durability.flush()
+    for blob in (whole, torn):
+        _entry_from_an_earlier_boot(tmp_path, blob.sha1)
+    with open(store.path_for(torn.sha1), "r+b") as f:      # the tail never reached the disk
+        f.seek(2 * 1024 * 1024)
+        f.write(b"\0" * 1024 * 1024)
+    assert store.locate(torn.sha1) is None and not store.path_for(torn.sha1).exists()
+    assert store.locate(whole.sha1) == store.path_for(whole.sha1)
+    assert os.listdir(tmp_path / "unsynced") == []        # both settled: one checked, one removed
+    assert store.add_bytes(data) == whole
+    # Storing the same content again must not trust a blob that is only the right size.
+    _entry_from_an_earlier_boot(tmp_path, whole.sha1)
+    with open(store.path_for(whole.sha1), "r+b") as f:
+        f.write(b"\0" * 4096)
+    assert store.add_bytes(data) == whole and store.verify(whole.sha1)
+
+
+def test_failed_write_back_removes_the_large_blobs_it_covered(tmp_path, monkeypatch):
+    from kachery_client import durability
+
+    def failing_syncfs(root):
+        raise OSError(errno.EIO, "Input/output error")
+    store = Store(tmp_path)
+    big = store.add_bytes(os.urandom(2 * 1024 * 1024))
+    monkeypatch.setattr(durability, "_syncfs", failing_syncfs)
+    with pytest.raises(LocalStorageError) as info:
+        durability.flush()
+    assert info.value.errno == errno.EIO
+    assert not store.path_for(big.sha1).exists() and os.listdir(tmp_path / "unsynced") == []

@@ -254,7 +254,8 @@ class VFS:
 
     async def content_source(self, sha1: str) -> Path | Transfer:
         """The local blob, or the running transfer once its size is known, within fetch_timeout."""
-        path = self.node.store.locate(sha1)
+        # In a thread: locating hashes a small blob, or a large one after an unclean shutdown.
+        path = await trio.to_thread.run_sync(self.node.store.locate, sha1)
         if path is not None:
             return path
         with trio.move_on_after(self.fetch_timeout) as scope:
