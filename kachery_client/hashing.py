@@ -18,8 +18,8 @@ from .uri import check_sha1
 CHUNK_SIZE = 20_000_000          # manifest chunk size (docs/PROTOCOL.md section 7)
 _PARALLEL_MIN = 1024 * 1024      # below this, hashing twice inline beats a thread hand-off
 
-# One helper thread hashes the whole file while the caller hashes chunks and writes:
-# SHA-1 releases the GIL, so the two hashes run on two cores.
+# Two helper threads hash the whole file and its chunks while the caller writes: SHA-1 and
+# write(2) release the GIL, so they run on separate cores.
 _hash_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kachery-hash")
 
 
@@ -38,11 +38,15 @@ class ContentHasher:
         """Hash `data`; `alongside(view)` (e.g. writing it out) runs while the hashes run."""
         view = memoryview(data).cast("B")
         if len(view) >= _PARALLEL_MIN:
+            # Both hashes in helper threads, the copy (alongside) here: three streams at once.
             whole = _hash_pool.submit(self._whole.update, view)
-            self._update_chunks(view)
-            if alongside:
-                alongside(view)
-            whole.result()
+            chunks = _hash_pool.submit(self._update_chunks, view)
+            try:
+                if alongside:
+                    alongside(view)
+            finally:
+                whole.result()
+                chunks.result()
         else:
             self._whole.update(view)
             self._update_chunks(view)

@@ -26,7 +26,6 @@ is dead, can be told from ones still being written.
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
 import hashlib
 import json
@@ -35,11 +34,11 @@ import os
 import secrets
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import durability
+from .blob_writer import BLOB_MODE, BlobWriter, StoredBlob
 from .durability import SMALL_BLOB, blob_is_sound, storage_error
 from .errors import IntegrityError, LocalFileError, LocalStorageError, NotFoundError
 from .hash_cache import HashCache, stat_key
@@ -51,117 +50,9 @@ from .uri import check_sha1, is_sha1
 log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 8 * 1024 * 1024     # copy block: large enough that thread hand-offs are cheap
-BLOB_MODE = 0o644
 EMPTY_SHA1 = "da39a3ee5e6b4b0d3255bfef95601890afd80709"
 
 ProgressFn = Callable[[int], None]   # called with the number of bytes processed so far
-
-# With KACHERY_SYNC=always, large writes start their writeback early (a background fdatasync every
-# EARLY_FLUSH bytes), so the disk works while later bytes are still being hashed and the final
-# fsync has only the tail left. By default the write-back is durability.py's background flush.
-EARLY_FLUSH = 64 * 1024 * 1024
-_flush_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kachery-flush")
-
-
-@dataclass(frozen=True)
-class StoredBlob:
-    sha1: str
-    size: int
-    manifest_sha1: str | None = None
-
-
-class BlobWriter:
-    """Streams bytes into a temp file while hashing them; `commit` publishes the blob.
-
-    Use as a context manager: leaving the block without commit (an exception) removes the
-    temp file. If `expected_sha1` is given, commit refuses other content (IntegrityError).
-    """
-
-    def __init__(self, store: Store, expected_sha1: str | None = None):
-        self._store = store
-        self._expected = expected_sha1
-        self.hasher = ContentHasher()
-        self.tmp_path, fd = store.create_temp()
-        self._fd: int | None = fd
-        self._unflushed = 0
-        self._flush: concurrent.futures.Future[None] | None = None
-
-    @property
-    def size(self) -> int:
-        return self.hasher.size
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        fd = self._fd
-        assert fd is not None, "write after commit or abort"
-        try:
-            if self._flush is not None and self._flush.done():
-                self._wait_flush()          # raises what a finished early flush hit
-            self.hasher.update(data, alongside=lambda view: write_all(fd, view))
-        except OSError as e:
-            self.abort()
-            raise storage_error(e, f"cannot write {self.tmp_path}") from None
-        self._unflushed += len(data)
-        if self._unflushed >= EARLY_FLUSH and self._flush is None and self._store.sync_always:
-            self._flush = _flush_pool.submit(os.fdatasync, fd)
-            self._unflushed = 0
-
-    def _wait_flush(self) -> None:
-        """Wait for the background fdatasync (it must not outlive the descriptor); re-raise its
-        error: a failed write-back fails the store."""
-        flush, self._flush = self._flush, None
-        if flush is not None:
-            flush.result()
-
-    def commit(self) -> StoredBlob:
-        assert self._fd is not None, "commit after commit or abort"
-        sha1 = self.hasher.sha1()
-        if self._expected is not None and sha1 != self._expected:
-            self.abort()
-            raise IntegrityError(f"content hashes to {sha1}, expected {self._expected}")
-        fd, self._fd = self._fd, None
-        size = self.hasher.size
-        try:
-            try:
-                self._wait_flush()
-                final = self._store.path_for(sha1)
-                if self._store._holds(final, sha1, size):
-                    pass                    # already stored: drop our copy unsynced
-                else:
-                    os.fchmod(fd, BLOB_MODE)
-                    if self._store.sync_always:
-                        os.fsync(fd)
-                    os.close(fd)
-                    fd = -1
-                    self._store._publish_unsynced(self.tmp_path, final, sha1, size)
-            finally:
-                if fd >= 0:
-                    os.close(fd)
-                    unlink_quietly(self.tmp_path)
-        except OSError as e:
-            unlink_quietly(self.tmp_path)
-            raise storage_error(e, f"cannot store sha1://{sha1} in {self._store.root}") from None
-        except BaseException:
-            unlink_quietly(self.tmp_path)
-            raise
-        manifest = self.hasher.manifest_bytes()
-        manifest_sha1 = self._store.add_bytes(manifest).sha1 if manifest is not None else None
-        return StoredBlob(sha1, size, manifest_sha1)
-
-    def abort(self) -> None:
-        if self._fd is not None:
-            try:
-                self._wait_flush()
-            except OSError:
-                pass                        # discarding anyway
-            os.close(self._fd)
-            self._fd = None
-            unlink_quietly(self.tmp_path)
-
-    def __enter__(self) -> BlobWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.abort()
 
 
 class Store:

@@ -245,7 +245,7 @@ def test_read_only_file_system_raises_local_storage_error(small_fs):
 
 def test_failed_early_write_back_fails_the_store(tmp_path, monkeypatch):
     """The background fdatasync's error is not discarded: no blob after a failed write-back."""
-    import kachery_client.store as store_mod
+    import kachery_client.blob_writer as store_mod
     monkeypatch.setattr(store_mod, "EARLY_FLUSH", 1024 * 1024)
     monkeypatch.setenv("KACHERY_SYNC", "always")            # the early write-back of one-fsync mode
     real = os.fdatasync
