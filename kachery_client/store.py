@@ -265,12 +265,19 @@ class Store:
         return removed
 
     def publish_verified(self, path: Path, sha1: str) -> Path:
-        """Move a complete, fsynced file whose SHA-1 the caller has checked (the node's fetcher)
-        into place under its hash. `path` must be on the storage directory's file system."""
+        """Move a complete file whose SHA-1 the caller has checked (the node's fetcher) into place
+        under its hash, durable as any store (durability.py). `path` must be on the storage
+        directory's file system."""
         final = self.path_for(sha1)
         try:
             os.chmod(path, BLOB_MODE)
-            self._publish(path, final)
+            if self.sync_always:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self._publish_unsynced(path, final, sha1, os.stat(path).st_size)
         except OSError as e:
             raise storage_error(e, f"cannot publish sha1://{sha1} in {self.root}") from None
         return final

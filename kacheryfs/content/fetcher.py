@@ -224,7 +224,6 @@ class Fetcher(BackgroundHost):
             if whole != t.sha1:
                 await trio.to_thread.run_sync(_remove, part, record)
                 raise IntegrityError(f"sha1://{t.sha1}: the assembled file hashes to {whole}; discarded")
-            await trio.to_thread.run_sync(os.fsync, fd)
         finally:
             os.close(fd)
         path = await trio.to_thread.run_sync(self.store.publish_verified, part, t.sha1)
@@ -341,8 +340,9 @@ class Fetcher(BackgroundHost):
 
 
 async def _record_chunk(fd: int, record: Any, i: int) -> None:
-    """A verified chunk is listed for a resume only once its bytes are on disk."""
-    await trio.to_thread.run_sync(os.fdatasync, fd)
+    """A verified chunk is listed for a resume. Not synced: a resume hashes the listed chunks again
+    (`_resume`), so a chunk whose bytes a crash lost is fetched again, and the transfer never
+    waits for the disk."""
     record.write(f"chunk {i}\n")
     record.flush()
 
@@ -381,12 +381,21 @@ def _resume(part: Path, record: Path, size: int, chunks: list[Chunk], manifest_s
         if part.stat().st_size == size and lines and lines[0] == header:
             # Whole lines only: a torn append ("chu" + "chunk 2") never names a chunk.
             found = {int(m.group(1)) for x in lines[1:] if (m := _RECORD_RE.match(x))}
-            return {i for i in found if i < len(chunks) and chunks[i].sha1 is not None}
+            return {i for i in found if i < len(chunks) and chunks[i].sha1 is not None
+                    and _chunk_is_whole(part, chunks[i])}
     except (OSError, ValueError):
         pass
     _remove(part, record)
     record.write_text(header)
     return set()
+
+
+def _chunk_is_whole(part: Path, chunk: Chunk) -> bool:
+    """The chunk's bytes in the part file still hash right (they were recorded without a sync)."""
+    h = hashlib.sha1()
+    with open(part, "rb") as f:
+        _hash_range(h, f.fileno(), chunk.start, chunk.end)
+    return h.hexdigest() == chunk.sha1
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:
