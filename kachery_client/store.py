@@ -44,7 +44,15 @@ from .errors import IntegrityError, LocalFileError, LocalStorageError, NotFoundE
 from .hash_cache import HashCache, stat_key
 from .hashing import CHUNK_SIZE, ContentHasher
 from .journal import Journal
-from .store_files import Link, is_blob_of_size, pid_alive, scandir_names, unlink_quietly, write_all
+from .store_files import (
+    Link,
+    is_blob_of_size,
+    pid_alive,
+    scandir_names,
+    unlink_quietly,
+    walk_hashes,
+    write_all,
+)
 from .uri import check_sha1, is_sha1
 
 log = logging.getLogger(__name__)
@@ -142,13 +150,9 @@ class Store:
             return f.read(-1 if end is None else max(0, end - start))
 
     def iter_hashes(self) -> Iterator[str]:
-        """The hashes of the regular blobs present, in directory order, without reading them."""
-        for d1 in scandir_names(self.sha1_dir):
-            for d2 in scandir_names(self.sha1_dir / d1):
-                for d3 in scandir_names(self.sha1_dir / d1 / d2):
-                    for name in scandir_names(self.sha1_dir / d1 / d2 / d3):
-                        if is_sha1(name):
-                            yield name
+        """The hashes of the regular blobs present, in directory order, without reading them.
+        Walks with directory descriptors (openat, as find does): no path is resolved twice."""
+        return walk_hashes(self.sha1_dir)
 
     def verify(self, sha1: str) -> bool:
         """Re-hash the blob (or link target). False if its bytes no longer match."""

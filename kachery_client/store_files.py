@@ -68,3 +68,44 @@ def pid_alive(pid: int) -> bool:
     except OSError as e:
         return e.errno != errno.ESRCH
     return True
+
+
+def walk_hashes(sha1_dir: Path) -> Iterator[str]:
+    """Names of blobs under sha1/aa/bb/cc/, directory by directory. At most four descriptors are
+    open at a time; they are closed when the walk ends or the generator is dropped."""
+    try:
+        top = os.open(sha1_dir, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        yield from _walk_level(top, 3)
+    finally:
+        os.close(top)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _walk_level(fd: int, depth: int) -> Iterator[str]:
+    with os.scandir(fd) as it:
+        names = [e.name for e in it]
+    if depth == 0:
+        for name in names:
+            if len(name) == 40 and _HEX.issuperset(name):
+                yield name
+        return
+    for name in names:
+        if len(name) != 2:
+            continue
+        try:
+            sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        try:
+            yield from _walk_level(sub, depth - 1)
+        finally:
+            os.close(sub)
+
+
+_HEX = frozenset("0123456789abcdef")
+

@@ -46,6 +46,11 @@ class ContentInodes:
             self._table[ino] = packed + count
         return ino
 
+    def is_free_for(self, ino: int, sha1: str) -> bool:
+        """`ino` is unused or already this hash's (False only on a 60-bit collision)."""
+        packed = self._table.get(ino)
+        return packed is None or packed >> _COUNT_BITS == int(sha1, 16)
+
     def sha1(self, ino: int) -> str | None:
         packed = self._table.get(ino)
         return None if packed is None else format(packed >> _COUNT_BITS, "040x")

@@ -24,6 +24,7 @@ from kacheryfs.fuse.vfs import VFS, XATTR_PREFIX, Attr, Content, FsError, Incomi
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+_UID, _GID = os.getuid(), os.getgid()
 
 
 def _translate(fn: F) -> F:
@@ -56,8 +57,8 @@ def _entry(attr: Attr) -> pyfuse3.EntryAttributes:
     e.st_mode = attr.mode
     e.st_nlink = attr.nlink
     e.st_size = attr.size
-    e.st_uid = os.getuid()
-    e.st_gid = os.getgid()
+    e.st_uid = _UID
+    e.st_gid = _GID
     e.st_blksize = 1 << 20         # cp and friends size their buffers by it: 1 MiB writes, and one
                                    # kernel security.capability check per write syscall, not per 128 KiB
     e.st_blocks = (attr.size + 511) // 512
@@ -115,8 +116,17 @@ class Operations(pyfuse3.Operations):
     @_translate
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         listing = await self.vfs.listing(fh, start_id)
+        # readdir_reply copies the attributes at once: entries that differ only in their inode
+        # (all of sha1/) share one EntryAttributes, renumbered per entry.
+        shared: dict[tuple[int, int, int, int, float], pyfuse3.EntryAttributes] = {}
         while (item := listing.peek()) is not None:
-            if not pyfuse3.readdir_reply(token, os.fsencode(item.name), _entry(item.attr), item.next_id):
+            a = item.attr
+            key = (a.mode, a.size, a.nlink, a.mtime_ns, a.timeout)
+            entry = shared.get(key)
+            if entry is None:
+                entry = shared[key] = _entry(a)
+            entry.st_ino = a.ino
+            if not pyfuse3.readdir_reply(token, os.fsencode(item.name), entry, item.next_id):
                 break
             listing.advance()
             if item.sha1 is not None:       # readdirplus: the kernel now holds the inode

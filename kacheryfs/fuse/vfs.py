@@ -152,8 +152,7 @@ class VFS:
     def content_ino(self, sha1: str, kind: int) -> int:
         """The inode number of a hash directory or blob (a numbered entry in the rare collision)."""
         ino = content_ino(sha1, kind)
-        other = self.content.sha1(ino)
-        if other is None or other == sha1:
+        if self.content.is_free_for(ino, sha1):
             return ino
         return self._intern(("hash" if kind == HASHDIR else "blob", sha1), _KINDS[kind], sha1).ino
 
