@@ -48,6 +48,7 @@ from .store_files import (
     Link,
     is_blob_of_size,
     pid_alive,
+    removed_on_error,
     scandir_names,
     unlink_quietly,
     walk_hashes,
@@ -329,7 +330,7 @@ class Store:
         if self._holds(final, sha1, len(data)):
             return StoredBlob(sha1, len(data))
         tmp, fd = self.create_temp()
-        try:
+        with removed_on_error(tmp, f"cannot store sha1://{sha1} in {self.root}"):
             try:
                 write_all(fd, memoryview(data))
                 if self._umask & 0o644:
@@ -339,12 +340,6 @@ class Store:
             finally:
                 os.close(fd)
             self._publish_unsynced(tmp, final, sha1, len(data))
-        except OSError as e:
-            unlink_quietly(tmp)
-            raise storage_error(e, f"cannot store sha1://{sha1} in {self.root}") from None
-        except BaseException:
-            unlink_quietly(tmp)
-            raise
         return StoredBlob(sha1, len(data))
 
     def _publish(self, tmp: Path, final: Path) -> None:
@@ -359,7 +354,7 @@ class Store:
 
     def _write_small_file(self, final: Path, data: bytes) -> None:
         tmp, fd = self.create_temp()
-        try:
+        with removed_on_error(tmp, f"cannot write {final}"):
             try:
                 write_all(fd, memoryview(data))
                 os.fsync(fd)
@@ -367,9 +362,3 @@ class Store:
                 os.close(fd)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
-        except OSError as e:
-            unlink_quietly(tmp)
-            raise storage_error(e, f"cannot write {final}") from None
-        except BaseException:
-            unlink_quietly(tmp)
-            raise

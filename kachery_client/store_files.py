@@ -3,12 +3,15 @@ of store.py (docs/PROTOCOL.md section 5), no policy here."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from .durability import storage_error
 
 
 @dataclass(frozen=True)
@@ -108,4 +111,17 @@ def _walk_level(fd: int, depth: int) -> Iterator[str]:
 
 
 _HEX = frozenset("0123456789abcdef")
+
+
+@contextlib.contextmanager
+def removed_on_error(tmp: Path, doing: str) -> Iterator[None]:
+    """Whatever goes wrong inside, the temp file goes; an OSError comes out as LocalStorageError."""
+    try:
+        yield
+    except OSError as e:
+        unlink_quietly(tmp)
+        raise storage_error(e, doing) from None
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
 
