@@ -199,31 +199,35 @@ def passthrough(blob: Path, mnt: Path) -> Iterator[Path]:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
 
 
-def bench_mount(tmp: Path, src: Path, cp_src: Path, base_cp: float) -> None:
+def bench_mount(tmp: Path, src: Path, cp_src: Path, base_cp: float, rounds: int = 5) -> None:
+    """Reads interleaved round by round (the machine is shared: each best of `rounds` is taken
+    under the same conditions); each round reads the content under a name never used before."""
     size = src.stat().st_size
     with mounted_node(tmp / "m") as (node, mnt):
         blob = Store(node.storage_dir).add_file(src)
         blob_path = Store(node.storage_dir).path_for(blob.sha1)
-        first, second = mnt / "sha1" / blob.sha1 / "a.bin", mnt / "sha1" / blob.sha1 / "b.bin"
-        warm(blob_path)
-        direct = timed(lambda: py_read(blob_path), repeat=3)
-        direct_dd = timed(lambda: dd(blob_path), repeat=3)
-        warm(first)
-        mounted = timed(lambda: py_read(first), repeat=3)
-        mounted_dd = timed(lambda: dd(first), repeat=3)
-        other_name = timed(lambda: py_read(second), repeat=1)      # never read under this name
+        first = mnt / "sha1" / blob.sha1 / "a.bin"
         with passthrough(blob_path, tmp / "pt") as pt:
-            warm(pt)
-            ceiling = timed(lambda: py_read(pt), repeat=3)
-        row(f"warm read {size >> 20} MiB through the mount (Python, 1 MiB reads)", secs(mounted, size), "-",
-            f"blob file {secs(direct, size)}; pass-through fs {secs(ceiling, size)}",
-            f"{direct / mounted:.2f}x blob file, {ceiling / mounted:.2f}x pass-through (target 0.9x / 0.95x)")
-        row(f"warm read {size >> 20} MiB through the mount (dd bs=1M)", secs(mounted_dd, size), "-",
-            f"blob file {secs(direct_dd, size)}", f"{direct_dd / mounted_dd:.2f}x blob file")
-        row("read under a second name of content read before", secs(other_name, size), "-",
-            f"first name warm {secs(mounted, size)}", f"{mounted / other_name:.2f}x (target >= 0.9x)")
+            for p in (blob_path, first, pt):
+                warm(p)
+            best: dict[str, float] = {}
+            for i in range(rounds):
+                for name, fn in (("direct", lambda: py_read(blob_path)), ("mount", lambda: py_read(first)),
+                                 ("pt", lambda: py_read(pt)), ("direct_dd", lambda: dd(blob_path)),
+                                 ("mount_dd", lambda: dd(first)),
+                                 ("new_name", lambda i=i: py_read(mnt / "sha1" / blob.sha1 / f"new{i}.bin"))):
+                    best[name] = min(best.get(name, float("inf")), timed(fn))
+        row(f"warm read {size >> 20} MiB through the mount (Python, 1 MiB reads)", secs(best["mount"], size), "-",
+            f"blob file {secs(best['direct'], size)}; pass-through fs {secs(best['pt'], size)}",
+            f"{best['direct'] / best['mount']:.2f}x blob file, {best['pt'] / best['mount']:.2f}x pass-through "
+            "(target 0.9x / 0.95x)")
+        row(f"warm read {size >> 20} MiB through the mount (dd bs=1M)", secs(best["mount_dd"], size), "-",
+            f"blob file {secs(best['direct_dd'], size)}", f"{best['direct_dd'] / best['mount_dd']:.2f}x blob file")
+        row("first read under a new name of content read before", secs(best["new_name"], size), "-",
+            f"first name warm {secs(best['mount'], size)}",
+            f"{best['mount'] / best['new_name']:.2f}x (target >= 0.9x)")
         cp = timed(lambda: subprocess.run(["cp", str(cp_src), str(mnt / "incoming" / "cp.bin")], check=True))
-        assert os.path.islink(mnt / "incoming" / "cp.bin")
+        assert os.path.islink(mnt / "incoming" / "cp.bin")       # the symlink, as soon as cp returns
         row(f"cp of a new {cp_src.stat().st_size >> 20} MiB file into incoming/", secs(cp, size), "-",
             f"sha1sum {secs(base_cp, size)}", f"{cp / base_cp:.2f}x sha1sum's time (target <= 1.3x)")
 
