@@ -41,10 +41,10 @@ class BlobWriter:
     temp file. If `expected_sha1` is given, commit refuses other content (IntegrityError).
     """
 
-    def __init__(self, store: Store, expected_sha1: str | None = None):
+    def __init__(self, store: Store, expected_sha1: str | None = None, manifest: bool = True):
         self._store = store
         self._expected = expected_sha1
-        self.hasher = ContentHasher()
+        self.hasher = ContentHasher(chunks=manifest)
         self.tmp_path, fd = store.create_temp()
         self._fd: int | None = fd
         self._unflushed = 0

@@ -166,8 +166,10 @@ class Store:
 
     # ---- writing ------------------------------------------------------------------------
 
-    def writer(self, expected_sha1: str | None = None) -> BlobWriter:
-        return BlobWriter(self, expected_sha1)
+    def writer(self, expected_sha1: str | None = None, manifest: bool = True) -> BlobWriter:
+        """`manifest=False`: no manifest is made for a large blob (one hash pass instead of two);
+        the node makes it later, when a peer first asks (Node.manifest_for)."""
+        return BlobWriter(self, expected_sha1, manifest)
 
     def add_bytes(self, data: bytes) -> StoredBlob:
         """Store bytes held in memory. Content already present costs only the hash."""

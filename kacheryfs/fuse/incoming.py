@@ -76,7 +76,9 @@ class IncomingFiles:
             raise FsError(errno.EINVAL, str(e)) from None
         if "/" in name or name in self.by_name:
             raise FsError(errno.EEXIST, name)
-        writer = await trio.to_thread.run_sync(self.node.store.writer)
+        # No manifest now: one hash pass, so close() returns sooner; the node makes the manifest
+        # when a peer first asks for it (Node.manifest_for).
+        writer = await trio.to_thread.run_sync(lambda: self.node.store.writer(manifest=False))
         inc = Incoming(self._new_entry(name), writer=writer, open_count=1)
         self.by_name[name] = inc
         return inc
