@@ -7,6 +7,7 @@
 
 from .api import (
     delete,
+    flush,
     get,
     get_string,
     link_file,
@@ -45,7 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Feed", "Subfeed", "create_feed", "delete_feed", "get_feed_id", "load_feed", "load_subfeed",
     "watch_for_new_messages",
-    "FileURI", "KacheryError", "NotFoundError", "delete", "format_file_uri", "get", "get_string",
+    "FileURI", "KacheryError", "NotFoundError", "delete", "flush", "format_file_uri", "get", "get_string",
     "link_file", "load_bytes", "load_file", "load_json", "load_npy", "load_pkl", "load_text",
     "node_client", "parse_file_uri", "set", "store_bytes", "store_file", "store_json", "store_npy",
     "store_pkl", "store_text", "upload",

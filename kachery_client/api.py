@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import safe_pickle
+from . import durability, safe_pickle
 from .config import Config
 from .errors import IntegrityError, LocalFileError, NotFoundError, OfflineError, UsageError
 from .node_http import NodeClient, is_writable_dir
@@ -200,6 +200,15 @@ def link_file(path: str | os.PathLike[str], basename: str | None = None) -> str:
             raise LocalFileError(f"cannot link {path}: {e.strerror}") from None
         blob = ctx.node().link_file(path, st.st_size, st.st_mtime)
     return _uri(blob, name)
+
+
+def flush(timeout: float = 10.0) -> None:
+    """Every blob this process stored is durable when this returns (README "Durability"), and the
+    node, if one is used, has been told about the ones added to its storage directory."""
+    durability.flush()
+    ctx = _context()
+    if not ctx.config.offline and ctx._node is not None:
+        ctx._node.flush(timeout)
 
 
 def _uri(blob: StoredBlob, name: str) -> str:

@@ -18,15 +18,17 @@ from .uri import check_sha1
 CHUNK_SIZE = 20_000_000          # manifest chunk size (docs/PROTOCOL.md section 7)
 _PARALLEL_MIN = 1024 * 1024      # below this, hashing twice inline beats a thread hand-off
 
-# One helper thread hashes the whole file while the caller hashes chunks and writes:
-# SHA-1 releases the GIL, so the two hashes run on two cores.
+# Two helper threads hash the whole file and its chunks while the caller writes: SHA-1 and
+# write(2) release the GIL, so they run on separate cores.
 _hash_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kachery-hash")
 
 
 class ContentHasher:
     """SHA-1 of the whole stream plus the SHA-1 of each CHUNK_SIZE chunk, fed in one pass."""
 
-    def __init__(self) -> None:
+    def __init__(self, chunks: bool = True) -> None:
+        """`chunks=False`: the whole file's hash only (no manifest; one hash pass)."""
+        self._with_chunks = chunks
         self._whole = hashlib.sha1()
         self._chunk = hashlib.sha1()
         self._chunk_fill = 0
@@ -38,14 +40,20 @@ class ContentHasher:
         """Hash `data`; `alongside(view)` (e.g. writing it out) runs while the hashes run."""
         view = memoryview(data).cast("B")
         if len(view) >= _PARALLEL_MIN:
-            whole = _hash_pool.submit(self._whole.update, view)
-            self._update_chunks(view)
-            if alongside:
-                alongside(view)
-            whole.result()
+            # The hashes in helper threads, the copy (alongside) here: all at once.
+            hashes = [_hash_pool.submit(self._whole.update, view)]
+            if self._with_chunks:
+                hashes.append(_hash_pool.submit(self._update_chunks, view))
+            try:
+                if alongside:
+                    alongside(view)
+            finally:
+                for h in hashes:
+                    h.result()
         else:
             self._whole.update(view)
-            self._update_chunks(view)
+            if self._with_chunks:
+                self._update_chunks(view)
             if alongside:
                 alongside(view)
         self.size += len(view)
@@ -66,7 +74,7 @@ class ContentHasher:
 
     def manifest_bytes(self) -> bytes | None:
         """The manifest (exact bytes of docs/PROTOCOL.md section 7), or None at one chunk or less."""
-        if self.size <= CHUNK_SIZE:
+        if self.size <= CHUNK_SIZE or not self._with_chunks:
             return None
         hashes = list(self.chunk_sha1s)
         if self._chunk_fill:

@@ -67,6 +67,7 @@ class NodeClient:
         self._probe: tuple[float, ProbeInfo] | None = None
         self._auth: tuple[float, str] | None = None
         self._announcer: _Announcer | None = None
+        self._shared: tuple[float, Path, str] | None = None      # (checked at, dir, node id)
 
     # ---- discovery and auth -------------------------------------------------------------
 
@@ -97,14 +98,29 @@ class NodeClient:
         return self.config.storage_dir or self.probe().storage_dir
 
     def shared_storage_dir(self) -> Path | None:
-        """The storage dir if this client can see the node's own (kachery-node-id matches), else None."""
+        """The storage dir if this client can see the node's own (kachery-node-id matches), else None.
+
+        Once seen, it is kept: stores into it need no probe, and they go on while the node
+        restarts (the same storage dir keeps its node id; notices wait for the node, _Announcer)."""
+        if self._shared is not None:
+            if time.monotonic() - self._shared[0] < PROBE_CACHE_SECONDS:
+                return self._shared[1]
+            try:
+                self.probe()
+            except NodeUnavailableError:
+                if _node_id_at(self._shared[1]) == self._shared[2]:
+                    # The node is away; its storage dir is still ours. Probe again in a while.
+                    self._shared = (time.monotonic(), self._shared[1], self._shared[2])
+                    return self._shared[1]
+                raise
         d = self.storage_dir()
         if d is None:
             return None
-        try:
-            return d if (d / "kachery-node-id").read_text() == self.probe().node_id else None
-        except OSError:
+        node_id = self.probe().node_id
+        if _node_id_at(d) != node_id:
             return None
+        self._shared = (time.monotonic(), d, node_id)
+        return d
 
     def _auth_code(self, refresh: bool = False) -> str:
         if self.config.client_auth_code:
@@ -176,9 +192,8 @@ class NodeClient:
         return StoredBlob(obj["sha1"], size, obj.get("manifestSha1"))
 
     def notify_added(self, sha1: str, name: str | None = None, manifest_sha1: str | None = None) -> None:
-        """Tell the node about a blob this process added to its storage directory. The node must
-        answer the (cached) probe now; the notice itself goes in the background, batched."""
-        self.probe()
+        """Tell the node about a blob this process added to its storage directory: in the
+        background, batched, retried while the node is away (no request per store)."""
         if self._announcer is None:
             self._announcer = _Announcer(NodeClient(self.config))
         self._announcer.add({"sha1": sha1, "name": name, "manifestSha1": manifest_sha1})
@@ -241,6 +256,7 @@ class _Announcer:
 
     BATCH = 500
     FLUSH_AT_EXIT = 10.0
+    GIVE_UP = 120.0
 
     def __init__(self, client: NodeClient):
         self._client = client
@@ -267,13 +283,37 @@ class _Announcer:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                self._client.post_json("/kacheryfs/added", {"blobs": batch})
-            except KacheryError as e:
-                log.warning("could not tell the node about %d stored blob(s): %s", len(batch), e)
+            self._send(batch)
             with self._idle:
                 self._pending -= len(batch)
                 self._idle.notify_all()
+
+
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        """Post one batch; while the node is away (restarting), retry with a growing pause, up to
+        GIVE_UP seconds: the node that comes back picks the notices up."""
+        delay, deadline = 0.05, time.monotonic() + self.GIVE_UP
+        while True:
+            try:
+                self._client.post_json("/kacheryfs/added", {"blobs": batch})
+                return
+            except NodeUnavailableError as e:
+                if time.monotonic() + delay > deadline:
+                    log.warning("the node did not come back: %d stored blob(s) not announced: %s", len(batch), e)
+                    return
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+                self._client._probe = None          # probe again once it answers
+            except KacheryError as e:
+                log.warning("could not tell the node about %d stored blob(s): %s", len(batch), e)
+                return
+
+
+def _node_id_at(storage_dir: Path) -> str | None:
+    try:
+        return (storage_dir / "kachery-node-id").read_text()
+    except OSError:
+        return None
 
 
 def iter_frames(raw: IO[bytes]) -> Iterator[dict[str, Any]]:

@@ -9,8 +9,12 @@ Layout under the storage directory (docs/PROTOCOL.md section 5, the original's e
 
 Invariants:
 - A blob appears under its final name only complete and verified: bytes go to a temp file
-  under tmp/, are hashed as they are written (one pass), fsynced, then renamed into place.
-  A crash at any point leaves at most a stale temp file, which `clean_stale_temps` removes.
+  under tmp/, are hashed as they are written (one pass), then renamed into place. Large blobs
+  are fsynced first; small ones are not, and are hashed again whenever they are located for
+  reading (durability.py has the contract). A crash at any point leaves at most a stale temp
+  file, which `clean_stale_temps` removes, or a small blob that fails its check and is removed.
+- Every OSError of the write side (create, write, early fdatasync, fsync, rename) is raised as
+  LocalStorageError with its errno; the temp file is removed and nothing is published.
 - Concurrent adds of the same content (threads or processes) end with one correct blob:
   rename is atomic and every writer renames identical bytes.
 - Files over CHUNK_SIZE also get a manifest blob (section 7), written before the add returns.
@@ -22,7 +26,6 @@ is dead, can be told from ones still being written.
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
 import hashlib
 import json
@@ -31,128 +34,34 @@ import os
 import secrets
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import IntegrityError, LocalFileError, NotFoundError
+from . import durability
+from .blob_writer import BLOB_MODE, BlobWriter, StoredBlob
+from .durability import SMALL_BLOB, blob_is_sound, storage_error
+from .errors import IntegrityError, LocalFileError, LocalStorageError, NotFoundError
 from .hash_cache import HashCache, stat_key
 from .hashing import CHUNK_SIZE, ContentHasher
+from .journal import Journal
+from .store_files import (
+    Link,
+    is_blob_of_size,
+    pid_alive,
+    removed_on_error,
+    scandir_names,
+    unlink_quietly,
+    walk_hashes,
+    write_all,
+)
 from .uri import check_sha1, is_sha1
 
 log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 8 * 1024 * 1024     # copy block: large enough that thread hand-offs are cheap
-BLOB_MODE = 0o644
 EMPTY_SHA1 = "da39a3ee5e6b4b0d3255bfef95601890afd80709"
 
 ProgressFn = Callable[[int], None]   # called with the number of bytes processed so far
-
-# Large writes start their writeback early (a background fdatasync every EARLY_FLUSH bytes), so the
-# disk works while later bytes are still being hashed and the final fsync has only the tail left.
-EARLY_FLUSH = 64 * 1024 * 1024
-_flush_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kachery-flush")
-
-
-@dataclass(frozen=True)
-class StoredBlob:
-    sha1: str
-    size: int
-    manifest_sha1: str | None = None
-
-
-@dataclass(frozen=True)
-class Link:
-    """A parsed `.link` file: the blob lives at `path` while its size and mtime hold."""
-    path: str
-    size: int
-    mtime: float
-    manifest_sha1: str | None
-
-    def is_valid(self) -> bool:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return False
-        return stat.S_ISREG(st.st_mode) and st.st_size == self.size and st.st_mtime == self.mtime
-
-
-class BlobWriter:
-    """Streams bytes into a temp file while hashing them; `commit` publishes the blob.
-
-    Use as a context manager: leaving the block without commit (an exception) removes the
-    temp file. If `expected_sha1` is given, commit refuses other content (IntegrityError).
-    """
-
-    def __init__(self, store: Store, expected_sha1: str | None = None):
-        self._store = store
-        self._expected = expected_sha1
-        self.hasher = ContentHasher()
-        self.tmp_path, fd = store.create_temp()
-        self._fd: int | None = fd
-        self._unflushed = 0
-        self._flush: concurrent.futures.Future[None] | None = None
-
-    @property
-    def size(self) -> int:
-        return self.hasher.size
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        fd = self._fd
-        assert fd is not None, "write after commit or abort"
-        self.hasher.update(data, alongside=lambda view: _write_all(fd, view))
-        self._unflushed += len(data)
-        if self._unflushed >= EARLY_FLUSH and (self._flush is None or self._flush.done()):
-            self._flush = _flush_pool.submit(os.fdatasync, fd)
-            self._unflushed = 0
-
-    def _wait_flush(self) -> None:
-        """Before the descriptor is closed: no background fdatasync may still hold it."""
-        if self._flush is not None:
-            try:
-                self._flush.result()
-            except OSError:
-                pass            # the final fsync (commit) reports what matters
-            self._flush = None
-
-    def commit(self) -> StoredBlob:
-        assert self._fd is not None, "commit after commit or abort"
-        sha1 = self.hasher.sha1()
-        if self._expected is not None and sha1 != self._expected:
-            self.abort()
-            raise IntegrityError(f"content hashes to {sha1}, expected {self._expected}")
-        self._wait_flush()
-        fd, self._fd = self._fd, None
-        try:
-            final = self._store.path_for(sha1)
-            if _is_blob_of_size(final, self.hasher.size):
-                # Already stored: drop our copy unsynced (the kernel never writes it out).
-                os.close(fd)
-                os.unlink(self.tmp_path)
-            else:
-                os.fchmod(fd, BLOB_MODE)
-                os.fsync(fd)
-                os.close(fd)
-                self._store._publish(self.tmp_path, final)
-        except BaseException:
-            _unlink_quietly(self.tmp_path)
-            raise
-        manifest = self.hasher.manifest_bytes()
-        manifest_sha1 = self._store.add_bytes(manifest).sha1 if manifest is not None else None
-        return StoredBlob(sha1, self.hasher.size, manifest_sha1)
-
-    def abort(self) -> None:
-        if self._fd is not None:
-            self._wait_flush()
-            os.close(self._fd)
-            self._fd = None
-            _unlink_quietly(self.tmp_path)
-
-    def __enter__(self) -> BlobWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.abort()
 
 
 class Store:
@@ -164,6 +73,10 @@ class Store:
         self.tmp_dir = self.root / "tmp"
         self._tmp_made = False
         self._hash_cache = HashCache(self.root)
+        self._journal = Journal(self.root)
+        self.sync_always = durability.sync_always()
+        self._sha1_prefix = f"{self.sha1_dir}/"
+        self._umask = durability.process_umask()
 
     # ---- paths --------------------------------------------------------------------------
 
@@ -176,13 +89,16 @@ class Store:
 
     def create_temp(self) -> tuple[Path, int]:
         """A new temp file under tmp/ (made again if someone removed it), open for writing."""
-        for _ in range(2):
-            path = self.new_temp_path()
-            try:
-                return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_MODE)
-            except FileNotFoundError:
-                self._tmp_made = False
-        raise LocalFileError(f"cannot create temp files in {self.tmp_dir}")
+        try:
+            for _ in range(2):
+                path = self.new_temp_path()
+                try:
+                    return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_MODE)
+                except FileNotFoundError:
+                    self._tmp_made = False
+        except OSError as e:
+            raise storage_error(e, f"cannot create a temp file in {self.tmp_dir}") from None
+        raise LocalStorageError(f"cannot create temp files in {self.tmp_dir}", errno.ENOENT)
 
     def new_temp_path(self) -> Path:
         if not self._tmp_made:          # once per Store: a mkdir costs as much as the create itself
@@ -193,8 +109,8 @@ class Store:
     # ---- reading ------------------------------------------------------------------------
 
     def has(self, sha1: str) -> bool:
-        """True if the regular blob is present (links do not count)."""
-        return os.path.isfile(self.path_for(sha1))
+        """True if the regular blob is present and sound (links do not count)."""
+        return self._sound(self.path_for(sha1), sha1)
 
     def read_link(self, sha1: str) -> Link | None:
         try:
@@ -210,7 +126,7 @@ class Store:
     def locate(self, sha1: str) -> Path | None:
         """Path of the blob's bytes: the blob itself, else a valid link's target, else None."""
         path = self.path_for(sha1)
-        if path.is_file():
+        if self._sound(path, sha1):
             return path
         link = self.read_link(sha1)
         if link is not None:
@@ -235,32 +151,33 @@ class Store:
             return f.read(-1 if end is None else max(0, end - start))
 
     def iter_hashes(self) -> Iterator[str]:
-        """The hashes of the regular blobs present, in directory order, without reading them."""
-        for d1 in _scandir_names(self.sha1_dir):
-            for d2 in _scandir_names(self.sha1_dir / d1):
-                for d3 in _scandir_names(self.sha1_dir / d1 / d2):
-                    for name in _scandir_names(self.sha1_dir / d1 / d2 / d3):
-                        if is_sha1(name):
-                            yield name
+        """The hashes of the regular blobs present, in directory order, without reading them.
+        Walks with directory descriptors (openat, as find does): no path is resolved twice."""
+        return walk_hashes(self.sha1_dir)
 
     def verify(self, sha1: str) -> bool:
         """Re-hash the blob (or link target). False if its bytes no longer match."""
         h = hashlib.sha1()
-        with open(self.require(sha1), "rb") as f:
+        path = self.path_for(sha1)
+        with open(path if path.is_file() else self.require(sha1), "rb") as f:
             while block := f.read(BLOCK_SIZE):
                 h.update(block)
         return h.hexdigest() == check_sha1(sha1)
 
     # ---- writing ------------------------------------------------------------------------
 
-    def writer(self, expected_sha1: str | None = None) -> BlobWriter:
-        return BlobWriter(self, expected_sha1)
+    def writer(self, expected_sha1: str | None = None, manifest: bool = True) -> BlobWriter:
+        """`manifest=False`: no manifest is made for a large blob (one hash pass instead of two);
+        the node makes it later, when a peer first asks (Node.manifest_for)."""
+        return BlobWriter(self, expected_sha1, manifest)
 
     def add_bytes(self, data: bytes) -> StoredBlob:
         """Store bytes held in memory. Content already present costs only the hash."""
+        if len(data) <= SMALL_BLOB:
+            return self._add_small(data)
         if len(data) <= CHUNK_SIZE:
             sha1 = hashlib.sha1(data).hexdigest()
-            if _is_blob_of_size(self.path_for(sha1), len(data)):
+            if self._holds(self.path_for(sha1), sha1, len(data)):
                 return StoredBlob(sha1, len(data))
         with self.writer() as w:
             w.write(data)
@@ -304,7 +221,7 @@ class Store:
 
     def _is_whole(self, sha1: Any, size: int, manifest_sha1: Any) -> bool:
         """The blob (and its manifest, for a large file) is in the store at its size."""
-        if not (is_sha1(sha1) and _is_blob_of_size(self.path_for(sha1), size)):
+        if not (is_sha1(sha1) and self._holds(self.path_for(sha1), sha1, size)):
             return False
         return size <= CHUNK_SIZE or (is_sha1(manifest_sha1) and self.has(manifest_sha1))
 
@@ -346,23 +263,86 @@ class Store:
     def clean_stale_temps(self) -> int:
         """Remove temp files whose writing process is gone. Returns how many were removed."""
         removed = 0
-        for name in _scandir_names(self.tmp_dir):
+        for name in scandir_names(self.tmp_dir):
             pid = name.split(".", 1)[0]
-            if pid.isdigit() and _pid_alive(int(pid)):
+            if pid.isdigit() and pid_alive(int(pid)):
                 continue
-            if _unlink_quietly(self.tmp_dir / name):
+            if unlink_quietly(self.tmp_dir / name):
                 removed += 1
         return removed
 
     def publish_verified(self, path: Path, sha1: str) -> Path:
-        """Move a complete, fsynced file whose SHA-1 the caller has checked (the node's fetcher)
-        into place under its hash. `path` must be on the storage directory's file system."""
+        """Move a complete file whose SHA-1 the caller has checked (the node's fetcher) into place
+        under its hash, durable as any store (durability.py). `path` must be on the storage
+        directory's file system."""
         final = self.path_for(sha1)
-        os.chmod(path, BLOB_MODE)
-        self._publish(path, final)
+        try:
+            os.chmod(path, BLOB_MODE)
+            if self.sync_always:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self._publish_unsynced(path, final, sha1, os.stat(path).st_size)
+        except OSError as e:
+            raise storage_error(e, f"cannot publish sha1://{sha1} in {self.root}") from None
         return final
 
     # ---- internals ----------------------------------------------------------------------
+
+    def _sound(self, path: Path, sha1: str) -> bool:
+        """The blob file is there with the right bytes (durability.py); a small blob torn by a
+        crash before its write-back is removed, so that it reads as missing and is fetched again."""
+        sound = blob_is_sound(path, sha1, self._journal)
+        if sound is False:
+            log.error("sha1://%s in %s has the wrong bytes (torn by a crash before it was written back): "
+                      "removed, it will be fetched again", sha1, self.root)
+            unlink_quietly(path)
+            self._journal.settle(sha1)
+        return bool(sound)
+
+    def _publish_unsynced(self, tmp: Path, final: Path, sha1: str, size: int) -> None:
+        """Publish a blob whose bytes may not be on disk yet (unless KACHERY_SYNC=always): a large
+        one behind a journal entry, and either way flushed within about a second (durability.py)."""
+        if self.sync_always:
+            self._publish(tmp, final)
+            return
+        if size <= SMALL_BLOB:
+            self._publish(tmp, final)
+            durability.pending.add(self.root)
+            return
+        entry = self._journal.record(sha1)
+        try:
+            self._publish(tmp, final)
+        except BaseException:
+            self._journal.clear(entry)
+            raise
+        durability.pending.add(self.root, (final, entry))
+
+    def _holds(self, path: Path, sha1: str, size: int) -> bool:
+        """The store already has this blob, whole and sound: a new copy need not be written."""
+        return is_blob_of_size(path, size) and self._sound(path, sha1)
+
+    def _add_small(self, data: bytes) -> StoredBlob:
+        """The hot path of store_json and friends: one write, no hasher, no manifest, no fsync
+        (unless KACHERY_SYNC=always): the blob is verified whenever it is read (durability.py)."""
+        sha1 = hashlib.sha1(data).hexdigest()
+        final = Path(f"{self._sha1_prefix}{sha1[0:2]}/{sha1[2:4]}/{sha1[4:6]}/{sha1}")
+        if self._holds(final, sha1, len(data)):
+            return StoredBlob(sha1, len(data))
+        tmp, fd = self.create_temp()
+        with removed_on_error(tmp, f"cannot store sha1://{sha1} in {self.root}"):
+            try:
+                write_all(fd, memoryview(data))
+                if self._umask & 0o644:
+                    os.fchmod(fd, BLOB_MODE)
+                if self.sync_always:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._publish_unsynced(tmp, final, sha1, len(data))
+        return StoredBlob(sha1, len(data))
 
     def _publish(self, tmp: Path, final: Path) -> None:
         try:
@@ -370,62 +350,17 @@ class Store:
         except FileNotFoundError:
             os.makedirs(final.parent, exist_ok=True)
             os.replace(tmp, final)
+            return                  # a directory just made holds no link
         # A blob made visible removes any link it supersedes.
-        _unlink_quietly(final.with_name(final.name + ".link"))
+        unlink_quietly(final.with_name(final.name + ".link"))
 
     def _write_small_file(self, final: Path, data: bytes) -> None:
         tmp, fd = self.create_temp()
-        try:
+        with removed_on_error(tmp, f"cannot write {final}"):
             try:
-                _write_all(fd, memoryview(data))
+                write_all(fd, memoryview(data))
                 os.fsync(fd)
             finally:
                 os.close(fd)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while len(view):
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _is_blob_of_size(path: Path, size: int) -> bool:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_size == size
-
-
-def _unlink_quietly(path: Path) -> bool:
-    try:
-        os.unlink(path)
-        return True
-    except FileNotFoundError:
-        return False
-
-
-def _scandir_names(path: Path) -> Iterator[str]:
-    try:
-        with os.scandir(path) as it:
-            for entry in it:
-                yield entry.name
-    except (FileNotFoundError, NotADirectoryError):
-        return
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError as e:
-        return e.errno != errno.ESRCH
-    return True

@@ -219,3 +219,47 @@ def test_ingest_memory_stays_bounded(mounted, tmp_path):
     assert link.split("/")[2] == sha1_of(src.read_bytes())
     growth_mib = (_peak_rss_kib(node.proc.pid) - before) / 1024
     assert growth_mib < 100, f"the node's peak RSS grew by {growth_mib:.0f} MiB while 256 MiB came in"
+
+
+def test_every_name_of_a_content_is_one_inode(mounted):
+    node, mnt = mounted
+    data = os.urandom(2_000_000)
+    sha1 = node.post("/store", data=data).json()["sha1"]
+    a, b = mnt / "sha1" / sha1 / "a.bin", mnt / "sha1" / sha1 / "b.bin"
+    assert a.read_bytes() == data
+    out = subprocess.run(["stat", "-c", "%i", str(a), str(b)], capture_output=True, text=True, check=True)
+    first, second = out.stdout.split()
+    assert first == second                       # hard links of one file: one page cache
+    assert os.stat(mnt / "sha1" / sha1).st_ino != int(first)
+    assert b.read_bytes() == data
+
+
+def test_incoming_symlink_is_there_when_close_returns(mounted, tmp_path):
+    """No polling: the store happens in flush, which close() waits for."""
+    _, mnt = mounted
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(6_000_000))
+    sha1 = sha1_of(src.read_bytes())
+    for i in range(3):
+        subprocess.run(["cp", str(src), str(mnt / "incoming" / f"now{i}.bin")], check=True)
+        assert os.readlink(mnt / "incoming" / f"now{i}.bin") == f"../sha1/{sha1}/now{i}.bin"
+    with open(mnt / "incoming" / "py-now.txt", "wb") as f:
+        f.write(b"python, at once")
+    assert os.readlink(mnt / "incoming" / "py-now.txt") == f"../sha1/{sha1_of(b'python, at once')}/py-now.txt"
+    subprocess.run(["sh", "-c", f"printf 'shell, at once' > {mnt}/incoming/sh-now.txt"], check=True)
+    assert os.readlink(mnt / "incoming" / "sh-now.txt") == f"../sha1/{sha1_of(b'shell, at once')}/sh-now.txt"
+
+
+def test_listing_sha1_streams_every_hash_once(tmp_path):
+    """Thousands of hashes need many readdir calls; each resumes where the last stopped."""
+    from kachery_client.store import Store
+    storage = tmp_path / "storage"
+    store = Store(storage)
+    expected = {store.add_bytes(b"%d" % i).sha1 for i in range(3000)}
+    with mounted_node(tmp_path, storage=storage) as (_, mnt):
+        out = subprocess.run(["ls", "-f", str(mnt / "sha1")], capture_output=True, text=True, check=True)
+        names = [n for n in out.stdout.split() if n not in (".", "..")]
+        assert len(names) == len(expected) and set(names) == expected
+        assert sorted(os.listdir(mnt / "sha1")) == sorted(expected)          # a second listing
+        one = sorted(expected)[0]
+        assert (mnt / "sha1" / one / "x").read_bytes() in {b"%d" % i for i in range(3000)}

@@ -1,5 +1,6 @@
 """The content store's promises: layout, one-pass hashing, atomic publish, links, crash safety."""
 
+import errno
 import hashlib
 import os
 import signal
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from kachery_client.errors import IntegrityError, LocalFileError, NotFoundError
+from kachery_client.errors import IntegrityError, LocalFileError, LocalStorageError, NotFoundError
 from kachery_client.hashing import CHUNK_SIZE, parse_manifest
 from kachery_client.store import EMPTY_SHA1, Store
 
@@ -189,3 +190,187 @@ def test_storing_an_unchanged_file_again_reads_nothing(tmp_path, monkeypatch):
     # A blob that left the store (evicted, deleted) is written again, not trusted from the cache.
     store.path_for(changed.sha1).unlink()
     assert store.add_file(src) == changed and store.verify(changed.sha1)
+
+
+# ---- refused writes: LocalStorageError, nothing left behind -------------------------------------
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 20 MiB tmpfs, mounted for the test (root only), unmounted after."""
+    if os.geteuid() != 0:
+        pytest.fail("these tests mount a tmpfs and must run as root (as CI does)")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _nothing_published(store):
+    assert [h for h in store.iter_hashes()] == [] and os.listdir(store.tmp_dir) == []
+
+
+def test_disk_full_raises_local_storage_error_and_leaves_nothing(small_fs, tmp_path):
+    store = Store(small_fs / "s")
+    src = tmp_path / "big.bin"
+    _random_file(src, 30 * 1024 * 1024, seed=3)
+    with pytest.raises(LocalStorageError) as info:
+        store.add_file(src)
+    assert info.value.errno == errno.ENOSPC
+    _nothing_published(store)
+    with pytest.raises(LocalStorageError) as info:           # a stream, through the writer
+        with store.writer() as w:
+            for _ in range(30):
+                w.write(os.urandom(1024 * 1024))
+    assert info.value.errno == errno.ENOSPC
+    _nothing_published(store)
+    # The store is usable again once there is room.
+    assert store.read_bytes(store.add_bytes(b"fits").sha1) == b"fits"
+
+
+def test_read_only_file_system_raises_local_storage_error(small_fs):
+    store = Store(small_fs / "s")
+    kept = store.add_bytes(b"stored before")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    with pytest.raises(LocalStorageError) as info:
+        store.add_bytes(b"refused")
+    assert info.value.errno == errno.EROFS
+    with pytest.raises(LocalStorageError) as info:
+        Store(small_fs / "s").add_bytes(b"refused, fresh Store")   # also when tmp/ must be made
+    assert info.value.errno == errno.EROFS
+    assert list(store.iter_hashes()) == [kept.sha1] and store.read_bytes(kept.sha1) == b"stored before"
+
+
+def test_failed_early_write_back_fails_the_store(tmp_path, monkeypatch):
+    """The background fdatasync's error is not discarded: no blob after a failed write-back."""
+    import kachery_client.blob_writer as store_mod
+    monkeypatch.setattr(store_mod, "EARLY_FLUSH", 1024 * 1024)
+    monkeypatch.setenv("KACHERY_SYNC", "always")            # the early write-back of one-fsync mode
+    real = os.fdatasync
+    calls = []
+
+    def failing_fdatasync(fd):
+        calls.append(fd)
+        real(fd)
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
+    store = Store(tmp_path)
+    data = os.urandom(3 * 1024 * 1024)
+    with pytest.raises(LocalStorageError) as info:
+        with store.writer() as w:
+            for i in range(0, len(data), 512 * 1024):
+                w.write(data[i:i + 512 * 1024])
+            w.commit()
+    assert calls and info.value.errno == errno.EIO
+    _nothing_published(store)
+    monkeypatch.setattr(os, "fdatasync", real)
+    assert store.add_bytes(data).sha1 == hashlib.sha1(data).hexdigest()
+
+
+# ---- durability: small blobs unsynced but verified on every read --------------------------------
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed"])
+def test_small_blob_torn_before_write_back_is_never_served(tmp_path, damage):
+    store = Store(tmp_path)
+    blob = store.add_bytes(b'{"result": 42}')
+    path = store.path_for(blob.sha1)
+    # What a power loss before the write-back can leave: the name, without (all) the bytes.
+    with open(path, "r+b") as f:
+        if damage == "truncated":
+            f.truncate(3)
+        else:
+            f.write(b"\0" * 14)
+    assert store.locate(blob.sha1) is None and not store.has(blob.sha1)
+    assert not path.exists()                         # removed: it reads as missing
+    with pytest.raises(NotFoundError):
+        store.read_bytes(blob.sha1)
+    assert store.add_bytes(b'{"result": 42}') == blob  # stored again, whole
+    assert store.read_bytes(blob.sha1) == b'{"result": 42}'
+
+
+def test_no_fsync_of_blobs_unless_sync_always(tmp_path, monkeypatch):
+    real, synced = os.fsync, []
+
+    def recording_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    store = Store(tmp_path / "a")
+    store.add_bytes(b"small")
+    assert synced == []
+    big = store.add_bytes(os.urandom(2 * 1024 * 1024))
+    # Only the journal entry (file and directories) is fsynced, never the blob's bytes.
+    assert synced and all("/unsynced" in p for p in synced)
+    assert os.listdir(tmp_path / "a" / "unsynced" / big.sha1)
+    monkeypatch.setenv("KACHERY_SYNC", "always")
+    synced.clear()
+    Store(tmp_path / "b").add_bytes(b"small")
+    Store(tmp_path / "b").add_bytes(os.urandom(2 * 1024 * 1024))
+    assert len(synced) == 2 and all("/tmp/" in p for p in synced)       # one per blob, before the rename
+    assert not (tmp_path / "b" / "unsynced").exists()
+
+
+def test_flush_makes_large_blobs_durable_and_drops_their_entries(tmp_path):
+    from kachery_client import durability
+    store = Store(tmp_path)
+    store.add_bytes(b"pending")
+    big = store.add_bytes(os.urandom(2 * 1024 * 1024))
+    assert os.listdir(tmp_path / "unsynced") == [big.sha1]
+    durability.flush()
+    assert os.listdir(tmp_path / "unsynced") == []
+    assert store.read_bytes(big.sha1, 0, 4) and store.has(big.sha1)
+
+
+def test_background_flush_within_about_a_second(tmp_path):
+    big = Store(tmp_path).add_bytes(os.urandom(2 * 1024 * 1024))
+    deadline = time.monotonic() + 10
+    while os.listdir(tmp_path / "unsynced"):
+        assert time.monotonic() < deadline, "the background flush never came"
+        time.sleep(0.02)
+    assert Store(tmp_path).has(big.sha1)
+
+
+def _entry_from_an_earlier_boot(root, sha1):
+    """What a power loss before the flush leaves: the entry, written in a boot that is over."""
+    d = root / "unsynced" / sha1
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "1.abc").write_text("an-earlier-boot")
+
+
+def test_large_blob_from_an_unclean_shutdown_is_checked_before_it_is_served(tmp_path):
+    from kachery_client import durability
+    store = Store(tmp_path)
+    data = os.urandom(3 * 1024 * 1024)
+    whole = store.add_bytes(data)
+    torn = store.add_bytes(os.urandom(3 * 1024 * 1024))
+    durability.flush()
+    for blob in (whole, torn):
+        _entry_from_an_earlier_boot(tmp_path, blob.sha1)
+    with open(store.path_for(torn.sha1), "r+b") as f:      # the tail never reached the disk
+        f.seek(2 * 1024 * 1024)
+        f.write(b"\0" * 1024 * 1024)
+    assert store.locate(torn.sha1) is None and not store.path_for(torn.sha1).exists()
+    assert store.locate(whole.sha1) == store.path_for(whole.sha1)
+    assert os.listdir(tmp_path / "unsynced") == []        # both settled: one checked, one removed
+    assert store.add_bytes(data) == whole
+    # Storing the same content again must not trust a blob that is only the right size.
+    _entry_from_an_earlier_boot(tmp_path, whole.sha1)
+    with open(store.path_for(whole.sha1), "r+b") as f:
+        f.write(b"\0" * 4096)
+    assert store.add_bytes(data) == whole and store.verify(whole.sha1)
+
+
+def test_failed_write_back_removes_the_large_blobs_it_covered(tmp_path, monkeypatch):
+    from kachery_client import durability
+
+    def failing_syncfs(root):
+        raise OSError(errno.EIO, "Input/output error")
+    store = Store(tmp_path)
+    big = store.add_bytes(os.urandom(2 * 1024 * 1024))
+    monkeypatch.setattr(durability, "_syncfs", failing_syncfs)
+    with pytest.raises(LocalStorageError) as info:
+        durability.flush()
+    assert info.value.errno == errno.EIO
+    assert not store.path_for(big.sha1).exists() and os.listdir(tmp_path / "unsynced") == []

@@ -36,9 +36,9 @@ def test_lookup_listing_and_attrs(node):
         f = await vfs.lookup(hashdir.ino, "whatever.bin")
         assert stat.S_ISREG(f.mode) and f.size == 7 and f.mode & 0o222 == 0
         assert (await vfs.lookup(hashdir.ino, "whatever.bin")).ino == f.ino           # stable inodes
-        assert [n for n, _, _ in await vfs.list_dir(SHA1_INODE, 0)] == [blob.sha1]
-        assert [n for n, _, _ in await vfs.list_dir(hashdir.ino, 0)] == ["c.txt"]
-        assert [n for n, _, _ in await vfs.list_dir(ROOT_INODE, 1)] == ["incoming"]  # offsets resume
+        assert [i.name for i in await vfs.list_dir(SHA1_INODE, 0)] == [blob.sha1]
+        assert [i.name for i in await vfs.list_dir(hashdir.ino, 0)] == ["c.txt"]
+        assert [i.name for i in await vfs.list_dir(ROOT_INODE, 1)] == ["incoming"]  # offsets resume
         for bad in ("..", "a\\b", ""):
             with pytest.raises(NotFoundError):
                 await vfs.lookup(hashdir.ino, bad)
@@ -88,6 +88,62 @@ def test_adapter_translates_errors(node):
             await ops.write(fi.fh, 10, b"gap")
         assert e.value.errno == errno.EIO
         await ops.release(fi.fh)
-        assert "a.bin" not in [n for n, _, _ in await ops.vfs.list_dir(INCOMING_INODE, 0)]
+        assert "a.bin" not in [i.name for i in await ops.vfs.list_dir(INCOMING_INODE, 0)]
         assert os.listdir(node.store.tmp_dir) == []
+    run(main)
+
+
+def test_one_inode_per_content_forgotten_with_the_kernel(node):
+    blob = node.store.add_bytes(b"shared content")
+    vfs = VFS(node)
+
+    async def main():
+        hashdir = await vfs.lookup(SHA1_INODE, blob.sha1)
+        a = await vfs.lookup(hashdir.ino, "a.txt")
+        b = await vfs.lookup(hashdir.ino, "b.txt")
+        assert a.ino == b.ino != hashdir.ino
+        assert vfs.xattrs(b.ino)["uri"] == f"sha1://{blob.sha1}/b.txt".encode()
+        vfs.forget([(a.ino, 1)])
+        assert vfs.entry(a.ino).sha1 == blob.sha1          # still held once
+        vfs.forget([(a.ino, 1), (hashdir.ino, 1)])
+        for ino in (a.ino, hashdir.ino):
+            with pytest.raises(NotFoundError):
+                vfs.entry(ino)
+        assert len(vfs.content) == 0
+    run(main)
+
+
+def test_sha1_listing_resumes_and_forgets(node, monkeypatch):
+    hashes = sorted(node.store.add_bytes(b"%d" % i).sha1 for i in range(50))
+    vfs = VFS(node)
+    walks = []
+    real_iter = node.store.iter_hashes
+
+    def counted():
+        walks.append(1)
+        return real_iter()
+    monkeypatch.setattr(node.store, "iter_hashes", counted)
+
+    async def main():
+        fh = vfs.open_dir(SHA1_INODE)
+        seen, start = [], 0
+        while True:                                  # what ops.readdir does, 7 entries per call
+            listing = await vfs.listing(fh, start)
+            batch = []
+            while len(batch) < 7 and (item := listing.peek()) is not None:
+                batch.append(item)
+                listing.advance()
+                vfs.taken(item.sha1, item.kind, item.name)
+            if not batch:
+                break
+            seen += [i.name for i in batch]
+            start = batch[-1].next_id
+        vfs.release_dir(fh)
+        assert sorted(seen) == hashes and len(walks) == 1      # one walk, not one per call
+        assert len(vfs.content) == 50
+        vfs.forget([(vfs.content_ino(h, 0), 1) for h in hashes])
+        assert len(vfs.content) == 0
+        fh = vfs.open_dir(SHA1_INODE)
+        listing = await vfs.listing(fh, 45)                    # a seek elsewhere: a new walk
+        assert [listing.peek().name] == [seen[45]] and len(walks) == 2
     run(main)

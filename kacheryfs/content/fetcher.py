@@ -221,8 +221,6 @@ class Fetcher(BackgroundHost):
                 if whole != t.sha1:
                     await trio.to_thread.run_sync(remove, part, record)
                     raise IntegrityError(f"sha1://{t.sha1}: the assembled file hashes to {whole}; discarded")
-                with storage_errors(str(self.partial_dir)):
-                    await trio.to_thread.run_sync(os.fsync, fd)
             finally:
                 os.close(fd)
             with storage_errors(str(self.store.root)):

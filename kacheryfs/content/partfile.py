@@ -9,12 +9,11 @@ themselves are transfer.download_chunk.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
 from typing import Any
-
-import trio
 
 from kachery_client.errors import IntegrityError
 from kachery_client.storage_errors import storage_errors
@@ -25,9 +24,10 @@ _RECORD_RE = re.compile(r"^chunk (\d+)\n$")
 
 
 async def record_chunk(fd: int, record: Any, i: int) -> None:
-    """A verified chunk is listed for a resume only once its bytes are on disk."""
+    """A verified chunk is listed for a resume. Not synced: a resume hashes the listed chunks again
+    (`resume`), so a chunk whose bytes a crash lost is fetched again, and the transfer never
+    waits for the disk."""
     with storage_errors("the partial/ directory"):
-        await trio.to_thread.run_sync(os.fdatasync, fd)
         record.write(f"chunk {i}\n")
         record.flush()
 
@@ -50,12 +50,21 @@ def resume(part: Path, record: Path, size: int, chunks: list[Chunk], manifest_sh
         if part.stat().st_size == size and lines and lines[0] == header:
             # Whole lines only: a torn append ("chu" + "chunk 2") never names a chunk.
             found = {int(m.group(1)) for x in lines[1:] if (m := _RECORD_RE.match(x))}
-            return {i for i in found if i < len(chunks) and chunks[i].sha1 is not None}
+            return {i for i in found if i < len(chunks) and chunks[i].sha1 is not None
+                    and _chunk_is_whole(part, chunks[i])}
     except (OSError, ValueError):
         pass
     remove(part, record)
     record.write_text(header)
     return set()
+
+
+def _chunk_is_whole(part: Path, chunk: Chunk) -> bool:
+    """The chunk's bytes in the part file still hash right (they were recorded without a sync)."""
+    h = hashlib.sha1()
+    with open(part, "rb") as f:
+        hash_range(h, f.fileno(), chunk.start, chunk.end)
+    return h.hexdigest() == chunk.sha1
 
 
 def remove(*paths: Path) -> None:

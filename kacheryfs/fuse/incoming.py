@@ -47,7 +47,7 @@ class Incoming:
     open_count: int = 0
     sha1: str | None = None
     idle: trio.Event = field(default_factory=_set_event)   # no batch in a worker thread
-    error: OSError | LocalStorageError | None = None         # what the last batch hit
+    error: FsError | None = None                             # what the last batch hit
     received: int = 0                                        # bytes accepted from the kernel
     mtime_ns: int = field(default_factory=time.time_ns)
 
@@ -77,7 +77,9 @@ class IncomingFiles:
             raise FsError(errno.EINVAL, str(e)) from None
         if "/" in name or name in self.by_name:
             raise FsError(errno.EEXIST, name)
-        writer = await trio.to_thread.run_sync(self.node.store.writer)
+        # No manifest now: one hash pass, so close() returns sooner; the node makes the manifest
+        # when a peer first asks for it (Node.manifest_for).
+        writer = await trio.to_thread.run_sync(lambda: self.node.store.writer(manifest=False))
         inc = Incoming(self._new_entry(name), writer=writer, open_count=1)
         self.by_name[name] = inc
         return inc
@@ -118,11 +120,13 @@ class IncomingFiles:
     async def _write_batch(inc: Incoming, writer: BlobWriter, batch: bytearray, done: trio.Event) -> None:
         try:
             await trio.to_thread.run_sync(writer.write, batch)
-        except (OSError, LocalStorageError) as e:      # e.g. ENOSPC in the storage dir
-            inc.error = e
-        except Exception as e:                        # a bug: fail this file, keep the mount
+        except LocalStorageError as e:        # e.g. ENOSPC in the storage dir
+            inc.error = FsError(e.errno or errno.EIO, str(e))
+        except OSError as e:                  # a refused write the store did not map
+            inc.error = FsError(e.errno or errno.EIO, str(e))
+        except Exception as e:                # a bug: fail this file, keep the mount
             log.exception("writing incoming/%s failed", inc.entry.name)
-            inc.error = OSError(errno.EIO, f"internal error: {e}")
+            inc.error = FsError(errno.EIO, f"internal error: {e}")
         finally:
             done.set()
 
@@ -130,7 +134,7 @@ class IncomingFiles:
         if inc.error is not None:
             error = inc.error
             await self._discard(inc)
-            raise FsError(error.errno or errno.EIO, str(error))
+            raise error
 
     async def truncate(self, inc: Incoming, size: int) -> None:
         if size == inc.size:
@@ -148,13 +152,13 @@ class IncomingFiles:
             await self.store(inc)
 
     async def store(self, inc: Incoming) -> None:
-        """Commit the written bytes; the entry becomes a symlink to ../sha1/<hash>/<name>."""
+        """Commit the written bytes; the entry becomes a symlink to ../sha1/<hash>/<name>.
+        A refused write (disk full, ...) raises FsError with its errno: close() reports it."""
         if inc.writer is None:
             return
         await inc.idle.wait()
         if inc.error is not None:
-            await self._discard(inc)
-            return
+            await self._raise_batch_error(inc)
         writer, inc.writer = inc.writer, None
         pending, inc.pending = inc.pending, bytearray()
         if self.by_name.get(inc.entry.name or "") is not inc:
@@ -168,6 +172,9 @@ class IncomingFiles:
                 return writer.commit()
         try:
             blob = await trio.to_thread.run_sync(commit)
+        except LocalStorageError as e:
+            self.by_name.pop(inc.entry.name or "", None)
+            raise FsError(e.errno or errno.EIO, str(e)) from None
         except BaseException:
             self.by_name.pop(inc.entry.name or "", None)
             raise

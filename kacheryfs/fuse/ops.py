@@ -29,6 +29,7 @@ from kacheryfs.fuse.vfs import VFS, XATTR_PREFIX, Attr, Content, FsError, Incomi
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+_UID, _GID = os.getuid(), os.getgid()
 
 
 def errno_for(error: BaseException, where: str) -> int:
@@ -81,8 +82,8 @@ def _entry(attr: Attr) -> pyfuse3.EntryAttributes:
     e.st_mode = attr.mode
     e.st_nlink = attr.nlink
     e.st_size = attr.size
-    e.st_uid = os.getuid()
-    e.st_gid = os.getgid()
+    e.st_uid = _UID
+    e.st_gid = _GID
     e.st_blksize = 1 << 20         # cp and friends size their buffers by it: 1 MiB writes, and one
                                    # kernel security.capability check per write syscall, not per 128 KiB
     e.st_blocks = (attr.size + 511) // 512
@@ -135,13 +136,32 @@ class Operations(pyfuse3.Operations):
         attr = await self.vfs.getattr(inode)
         if not attr.mode & 0o040000:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return inode
+        return self.vfs.open_dir(inode)
 
     @_translate
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        for name, attr, next_id in await self.vfs.list_dir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), _entry(attr), next_id):
+        listing = await self.vfs.listing(fh, start_id)
+        # readdir_reply copies the attributes at once: entries that differ only in their inode
+        # (all of sha1/) share one EntryAttributes, renumbered per entry.
+        shared: dict[tuple[int, int, int, int, float], pyfuse3.EntryAttributes] = {}
+        while (item := listing.peek()) is not None:
+            a = item.attr
+            key = (a.mode, a.size, a.nlink, a.mtime_ns, a.timeout)
+            entry = shared.get(key)
+            if entry is None:
+                entry = shared[key] = _entry(a)
+            entry.st_ino = a.ino
+            if not pyfuse3.readdir_reply(token, os.fsencode(item.name), entry, item.next_id):
                 break
+            listing.advance()
+            if item.sha1 is not None:       # readdirplus: the kernel now holds the inode
+                self.vfs.taken(item.sha1, item.kind, item.name)
+
+    async def releasedir(self, fh: int) -> None:
+        self.vfs.release_dir(fh)
+
+    async def forget(self, inode_list: Any) -> None:
+        self.vfs.forget(inode_list)
 
     @_translate
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
@@ -189,9 +209,15 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EBADF)
         return await self.vfs.incoming_files.write(inc, off, buf)
 
-    # No flush handler: the kernel sends FLUSH on every close() of a descriptor, also of a dup
-    # (a shell's `>` does open, dup2, close before writing). Content is stored on release, when
-    # the last descriptor is gone; the kernel sends it a moment after that close() returns.
+    @_translate
+    async def flush(self, fh: int) -> None:
+        """close(): store what was written, so that incoming/<name> is the symlink when close()
+        returns (the kernel waits for this answer, not for release). The kernel also flushes on
+        close of a dup (a shell's `>` does open, dup2, close before writing): a file nothing was
+        written to yet is left open, and stored at release."""
+        inc = self._writers.get(fh)
+        if inc is not None and inc.received:
+            await self.vfs.incoming_files.store(inc)
 
     @_translate
     async def release(self, fh: int) -> None:

@@ -15,8 +15,13 @@ only for the verified chunks they cover (`Content.read`), so `head -c 100` of a 
 does not wait for all of it. Every wait is bounded by `fetch_timeout`: absent everywhere ->
 NotFoundError (ENOENT), a failing or slow source -> TransferError (EIO).
 
-Concurrency: every method runs on the trio loop. Inode numbers and Entry objects are created on
-first lookup and kept for the life of the mount. Files being written into incoming/ live in
+Inodes: one per hash directory and one per content (all names under sha1/<h>/ are hard links of
+one file: one page cache per content), numbered from the hash and forgotten when the kernel
+forgets them (inodes.py). Listing sha1/ streams a walk of the store's directories, resumed from
+where the last readdir of the same open directory stopped (`Listing`), so a listing of N hashes
+costs one walk, not N/k of them.
+
+Concurrency: every method runs on the trio loop. Files being written into incoming/ live in
 incoming.py. Concurrent lookups of one missing hash share one fetch (the fetcher is single-flight).
 """
 
@@ -27,7 +32,8 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +44,54 @@ from kachery_client.uri import check_name, format_file_uri, is_sha1
 from kacheryfs.content.fetcher import Transfer
 from kacheryfs.fuse.entries import IMMUTABLE_TIMEOUT, MUTABLE_TIMEOUT, Attr, Entry, FsError
 from kacheryfs.fuse.incoming import Incoming, IncomingFiles
+from kacheryfs.fuse.inodes import BLOB, HASHDIR, ContentInodes, content_ino, is_content_ino
 from kacheryfs.node import Node
 
 log = logging.getLogger(__name__)
+_KINDS = {HASHDIR: "hashdir", BLOB: "blob"}
 
 ROOT_INODE = 1
 SHA1_INODE = 2
 INCOMING_INODE = 3
 XATTR_PREFIX = "user.kachery."
+_FIRST_LISTING_FH = 1 << 40          # directory handles above inode numbers of fixed entries
+
+
+@dataclass
+class DirItem:
+    """One directory entry; `sha1` set for content, whose inode the kernel then holds (readdirplus)."""
+    name: str
+    attr: Attr
+    next_id: int
+    sha1: str | None = None
+    kind: int = HASHDIR
+
+
+class Listing:
+    """An open directory's entries, handed out from where the last readdir stopped. An entry the
+    kernel had no room for stays at the front (`peek` gives it again)."""
+
+    def __init__(self, produce: Any):
+        self._produce = produce          # () -> Iterator[DirItem], the whole directory in order
+        self._items: Iterator[DirItem] = iter(())
+        self._held: DirItem | None = None
+        self._next_id = -1
+
+    def seek(self, start: int) -> None:
+        if start == self._next_id:
+            return
+        self._items, self._held, self._next_id = self._produce(), None, 0
+        while self._next_id < start and self.peek() is not None:
+            self.advance()
+
+    def peek(self) -> DirItem | None:
+        if self._held is None:
+            self._held = next(self._items, None)
+        return self._held
+
+    def advance(self) -> None:
+        assert self._held is not None
+        self._next_id, self._held = self._held.next_id, None
 
 
 class Content:
@@ -95,6 +141,9 @@ class VFS:
             ROOT_INODE: Entry(ROOT_INODE, "dir"), SHA1_INODE: Entry(SHA1_INODE, "dir"),
             INCOMING_INODE: Entry(INCOMING_INODE, "dir")}
         self._by_key: dict[tuple[str, ...], int] = {}
+        self.content = ContentInodes()
+        self._listings: dict[int, Listing] = {}
+        self._next_fh = _FIRST_LISTING_FH
         self.incoming_files = IncomingFiles(node, spawn, self._new_incoming_entry)
         self._next_ino = 16
         self._started_ns = time.time_ns()
@@ -102,10 +151,36 @@ class VFS:
     # ---- inode table --------------------------------------------------------------------
 
     def entry(self, ino: int) -> Entry:
+        if is_content_ino(ino):
+            sha1 = self.content.sha1(ino)
+            if sha1 is not None:
+                kind = "blob" if ino & 1 == BLOB else "hashdir"
+                return Entry(ino, kind, sha1, self.content.names.get(ino))
         try:
             return self._entries[ino]
         except KeyError:
             raise NotFoundError(f"no inode {ino}") from None
+
+    def content_ino(self, sha1: str, kind: int) -> int:
+        """The inode number of a hash directory or blob (a numbered entry in the rare collision)."""
+        ino = content_ino(sha1, kind)
+        if self.content.is_free_for(ino, sha1):
+            return ino
+        return self._intern(("hash" if kind == HASHDIR else "blob", sha1), _KINDS[kind], sha1).ino
+
+    def taken(self, sha1: str, kind: int, name: str | None = None) -> int:
+        """The kernel now holds this content's inode once more (a lookup or readdirplus entry)."""
+        ino = self.content.ref(sha1, kind)
+        if ino is None:
+            return self.content_ino(sha1, kind)
+        if kind == BLOB and name is not None:
+            self.content.names[ino] = name
+        return ino
+
+    def forget(self, inodes: Iterable[tuple[int, int]]) -> None:
+        for ino, count in inodes:
+            if is_content_ino(ino):
+                self.content.forget(ino, count)
 
     def _new_incoming_entry(self, name: str) -> Entry:
         # A new inode each time a name is created, so a stale handle never reaches a new file.
@@ -134,7 +209,7 @@ class VFS:
             if not is_sha1(sha1):
                 raise NotFoundError(f"not a hash: {name!r}")
             await self.size_of(sha1)                    # absent everywhere: ENOENT; fetches nothing
-            return self._dir_attr(self._intern(("hash", sha1), "hashdir", sha1).ino, IMMUTABLE_TIMEOUT)
+            return self._dir_attr(self.taken(sha1, HASHDIR), IMMUTABLE_TIMEOUT)
         if parent == INCOMING_INODE:
             inc = self.incoming_files.by_name.get(name)
             if inc is None:
@@ -149,8 +224,9 @@ class VFS:
             except UsageError:
                 raise NotFoundError(name) from None
             assert parent_entry.sha1 is not None
-            blob = self._intern(("blob", parent_entry.sha1, name), "blob", parent_entry.sha1, name)
-            return await self.getattr(blob.ino)
+            attr = await self._blob_attr(self.content_ino(parent_entry.sha1, BLOB), parent_entry.sha1)
+            self.taken(parent_entry.sha1, BLOB, name)
+            return attr
         raise NotFoundError(name)
 
     async def getattr(self, ino: int) -> Attr:
@@ -166,9 +242,15 @@ class VFS:
                 raise NotFoundError(e.name)
             return self.incoming_attr(inc)
         assert e.sha1 is not None
-        path = self.node.store.locate(e.sha1)
+        return await self._blob_attr(ino, e.sha1)
+
+    async def _blob_attr(self, ino: int, sha1: str) -> Attr:
+        """Without fetching: stat and `ls -l` of remote content ask the sources for its size only
+        (the download starts on open, as in CVMFS and rclone)."""
+        # In a thread: locating hashes a small blob, or a large one after an unclean shutdown.
+        path = await trio.to_thread.run_sync(self.node.store.locate, sha1)
         if path is None:
-            return Attr(ino, stat.S_IFREG | 0o444, size=await self.size_of(e.sha1), mtime_ns=self._started_ns)
+            return Attr(ino, stat.S_IFREG | 0o444, size=await self.size_of(sha1), mtime_ns=self._started_ns)
         st = os.stat(path)
         return Attr(ino, stat.S_IFREG | 0o444, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
@@ -196,7 +278,8 @@ class VFS:
 
     async def content_source(self, sha1: str) -> Path | Transfer:
         """The local blob, or the running transfer once its size is known, within fetch_timeout."""
-        path = self.node.store.locate(sha1)
+        # In a thread: locating hashes a small blob, or a large one after an unclean shutdown.
+        path = await trio.to_thread.run_sync(self.node.store.locate, sha1)
         if path is not None:
             return path
         with trio.move_on_after(self.fetch_timeout) as scope:
@@ -216,34 +299,57 @@ class VFS:
 
     # ---- directories --------------------------------------------------------------------
 
-    async def list_dir(self, ino: int, start: int) -> Iterator[tuple[str, Attr, int]]:
-        """(name, attributes, next offset) from offset `start` on. sha1/ never touches the network."""
+    def open_dir(self, ino: int) -> int:
+        """A handle for readdir: sha1/ gets a Listing of its own, resumed call after call."""
+        if ino != SHA1_INODE:
+            return ino
+        fh = self._next_fh
+        self._next_fh += 1
+        self._listings[fh] = Listing(self._list_hashes)
+        return fh
+
+    def release_dir(self, fh: int) -> None:
+        self._listings.pop(fh, None)
+
+    async def listing(self, fh: int, start: int) -> Listing:
+        """The entries of an open directory from offset `start` on. sha1/ never touches the network."""
+        listing = self._listings.get(fh)
+        if listing is None:
+            items = await self._dir_items(fh)
+            listing = Listing(lambda: iter(items))
+        listing.seek(start)
+        return listing
+
+    async def list_dir(self, ino: int, start: int) -> list[DirItem]:
+        """All entries of a directory from offset `start` on (for callers without a handle)."""
+        fh = self.open_dir(ino)
+        try:
+            listing, out = await self.listing(fh, start), []
+            while (item := listing.peek()) is not None:
+                out.append(item)
+                listing.advance()
+            return out
+        finally:
+            self.release_dir(fh)
+
+    async def _dir_items(self, ino: int) -> list[DirItem]:
         e = self.entry(ino)
         if ino == ROOT_INODE:
-            top = [("sha1", self._dir_attr(SHA1_INODE, IMMUTABLE_TIMEOUT)),
-                   ("incoming", self._dir_attr(INCOMING_INODE, MUTABLE_TIMEOUT))]
-            return ((n, a, i + 1) for i, (n, a) in enumerate(top) if i >= start)
-        if ino == SHA1_INODE:
-            return self._list_hashes(start)
+            return [DirItem("sha1", self._dir_attr(SHA1_INODE, IMMUTABLE_TIMEOUT), 1),
+                    DirItem("incoming", self._dir_attr(INCOMING_INODE, MUTABLE_TIMEOUT), 2)]
         if ino == INCOMING_INODE:
             items = sorted(self.incoming_files.by_name.items())
-            return ((n, self.incoming_attr(inc), i + 1) for i, (n, inc) in enumerate(items) if i >= start)
+            return [DirItem(n, self.incoming_attr(inc), i + 1) for i, (n, inc) in enumerate(items)]
         if e.kind == "hashdir":
             assert e.sha1 is not None
             names = await self.node.names_for(e.sha1) or [e.sha1]
-            out = []
-            for i, name in enumerate(names):
-                if i >= start:
-                    blob = self._intern(("blob", e.sha1, name), "blob", e.sha1, name)
-                    out.append((name, await self.getattr(blob.ino), i + 1))
-            return iter(out)
+            attr = await self._blob_attr(self.content_ino(e.sha1, BLOB), e.sha1)
+            return [DirItem(name, attr, i + 1, e.sha1, BLOB) for i, name in enumerate(names)]
         raise FsError(errno.ENOTDIR)
 
-    def _list_hashes(self, start: int) -> Iterator[tuple[str, Attr, int]]:
+    def _list_hashes(self) -> Iterator[DirItem]:
         for i, sha1 in enumerate(self.node.store.iter_hashes()):
-            if i >= start:
-                entry = self._intern(("hash", sha1), "hashdir", sha1)
-                yield sha1, self._dir_attr(entry.ino, IMMUTABLE_TIMEOUT), i + 1
+            yield DirItem(sha1, self._dir_attr(self.content_ino(sha1, HASHDIR), IMMUTABLE_TIMEOUT), i + 1, sha1)
 
     # ---- incoming/: namespace checks here, the files themselves in incoming.py ---------------
 

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 STORE_BATCH = 4 * 1024 * 1024           # bytes gathered before each hand-off to a thread
 STORE_QUEUE = 2                         # batches waiting for the writer thread
+SMALL_STORE = 1024 * 1024               # bodies up to this size are stored in one thread hop
 PROGRESS_INTERVAL = 2.0
 
 Handler = Callable[[Node, Any], Awaitable[dict[str, Any]]]
@@ -153,11 +154,17 @@ async def store(request: Request) -> Response:
     writer: BlobWriter | None = None
     try:
         with storage_errors():
-            writer = await trio.to_thread.run_sync(node.store.writer)
-            await _receive_into(request, writer)
-            if writer.size != int(length):
-                raise UsageError(f"received {writer.size} bytes, Content-Length said {length}")
-            blob = await trio.to_thread.run_sync(writer.commit)
+            if int(length) <= SMALL_STORE:     # store_json and friends: received whole, one thread hop
+                body = await request.body()
+                if len(body) != int(length):
+                    raise UsageError(f"received {len(body)} bytes, Content-Length said {length}")
+                blob = await trio.to_thread.run_sync(node.store.add_bytes, body)
+            else:
+                writer = await trio.to_thread.run_sync(node.store.writer)
+                await _receive_into(request, writer)
+                if writer.size != int(length):
+                    raise UsageError(f"received {writer.size} bytes, Content-Length said {length}")
+                blob = await trio.to_thread.run_sync(writer.commit)
     except Exception as e:
         if isinstance(first_error(e), ClientDisconnect):
             return error_response(400, "the client went away mid-body")

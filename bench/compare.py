@@ -1,0 +1,352 @@
+"""One run, side by side: ours, the unmodified kachery-client 1.2.0, and the baselines, as a markdown table.
+
+    python bench/compare.py [--size-mib 512] [--count 2000] [--peer-mib 300] [--blobs 100000] [--s3]
+                            [--only small,large,node,mount,peer,scale]
+
+Rows (issue 13): offline store_json / load_json (1.2.0 in its local "ephemeral" mode), store_file of
+a large file (/ sha1sum), store_json through our node (our client, and 1.2.0's with a breakdown),
+mount reads (first name warm, a second name, / the blob file read directly / a minimal pyfuse3
+pass-through with keep_cache, bench/passthrough.py), cp into incoming/ (/ sha1sum), peer fetch to
+a node with its mount up (/ sha1sum; S3 with --s3), and at scale: `ls -f sha1/` vs `find`,
+`kacheryfs status`, node RSS growth from listing twice. Ratios are throughput ratios (higher is
+better) unless the column says otherwise. Needs root and /dev/fuse for the mount rows; the 1.2.0
+client is the venv the tests make (.venv-kc120, or KACHERY_CLIENT_120_PYTHON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import requests  # noqa: E402
+from common import make_file, sha1sum_seconds, timed, warm  # noqa: E402
+
+from kachery_client.store import Store  # noqa: E402
+from tests.support.mount import mounted_node, wait_for_mount  # noqa: E402
+from tests.support.network import source_and_reader  # noqa: E402
+from tests.support.nodeproc import client_env, free_port, running_node  # noqa: E402
+
+KC120 = os.environ.get("KACHERY_CLIENT_120_PYTHON", str(ROOT / ".venv-kc120" / "bin" / "python"))
+OURS = sys.executable
+ROWS: list[tuple[str, str, str, str, str]] = []
+
+
+def row(measure: str, ours: str, kc120: str = "-", baseline: str = "-", ratio: str = "") -> None:
+    ROWS.append((measure, ours, kc120, baseline, ratio))
+    print(" | ".join(ROWS[-1]), flush=True)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f} ms"
+
+
+def secs(seconds: float, size: int | None = None) -> str:
+    return f"{seconds:.3f} s" + (f" ({size / seconds / 1e6:.0f} MB/s)" if size else "")
+
+
+def run_json(python: str, code: str, env: dict[str, str], cwd: str, *args: str) -> dict:
+    """Run a measuring script in its own process (cwd outside the repo: 1.2.0 is also kachery_client)."""
+    full_env = {**os.environ, **env, "PYTHONPATH": "" if python == KC120 else str(ROOT)}
+    for k in ("KACHERY_OFFLINE_STORAGE_DIR", "KACHERY_STORAGE_DIR", "KACHERY_DAEMON_PORT", "KACHERY_DAEMON_HOST"):
+        if k not in env:
+            full_env.pop(k, None)
+    out = subprocess.run([python, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=full_env)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+SMALL = """
+import json, os, sys, time
+import kachery_client as kc
+if os.environ.get("BENCH_EPHEMERAL"):
+    kc.enable_ephemeral()
+n = int(sys.argv[1])
+kc.store_json({"warm": 1})
+t = time.perf_counter()
+uris = [kc.store_json({"i": i, "bench": "small"}) for i in range(n)]
+store = (time.perf_counter() - t) / n
+t = time.perf_counter()
+for u in uris:
+    kc.load_json(u)
+load = (time.perf_counter() - t) / n
+print(json.dumps({"store": store, "load": load}))
+"""
+
+LARGE = """
+import json, os, sys, time
+import kachery_client as kc
+if os.environ.get("BENCH_EPHEMERAL"):
+    kc.enable_ephemeral()
+t = time.perf_counter()
+kc.store_file(sys.argv[1])
+print(json.dumps({"seconds": time.perf_counter() - t}))
+"""
+
+# 1.2.0 through our node, with where its time goes: its /store POST (a new connection each time),
+# the `stat` subprocess it runs to check the stored size, the rest (temp dir, file, auth code).
+KC120_NODE = """
+import json, sys, time
+import kachery_client as kc
+from kachery_client import _store_file as sf
+acc = {"post": 0.0, "stat": 0.0}
+def wrap(name, key):
+    real = getattr(sf, name)
+    def timed(*a, **k):
+        t = time.perf_counter()
+        try:
+            return real(*a, **k)
+        finally:
+            acc[key] += time.perf_counter() - t
+    setattr(sf, name, timed)
+wrap("_http_post_file", "post")
+wrap("_get_file_size_using_system_call", "stat")
+n = int(sys.argv[1])
+kc.store_json({"warm": 1})
+acc = {"post": 0.0, "stat": 0.0}
+t = time.perf_counter()
+for i in range(n):
+    kc.store_json({"j": i})
+total = time.perf_counter() - t
+print(json.dumps({"store": total / n, "post": acc["post"] / n, "stat": acc["stat"] / n}))
+"""
+
+
+def bench_small(tmp: Path, count: int) -> None:
+    ours = run_json(OURS, SMALL, {"KACHERY_OFFLINE_STORAGE_DIR": str(tmp / "ours-small")}, str(tmp), str(count))
+    theirs = run_json(KC120, SMALL, {"KACHERY_STORAGE_DIR": str(tmp / "kc120-small"), "BENCH_EPHEMERAL": "1",
+                                     "KACHERY_DAEMON_PORT": str(free_port())}, str(tmp), str(count))
+    row(f"offline store_json, {count} calls", ms(ours["store"]), ms(theirs["store"]), "-",
+        f"{ours['store'] / theirs['store']:.2f}x of 1.2.0's time (target <= 0.1 ms and <= 0.33x)")
+    row(f"offline load_json, {count} calls", ms(ours["load"]), ms(theirs["load"]), "-",
+        f"{ours['load'] / theirs['load']:.2f}x of 1.2.0's time")
+
+
+def bench_large(tmp: Path, src: Path, base: float) -> None:
+    size = src.stat().st_size
+
+    def one(python: str, env_of: object) -> float:
+        best = float("inf")
+        for i in range(2):
+            env = env_of(tmp / f"large-{Path(python).parent.parent.name}-{i}")  # type: ignore[operator]
+            os.sync()
+            best = min(best, run_json(python, LARGE, env, str(tmp), str(src))["seconds"])
+            shutil.rmtree(tmp / f"large-{Path(python).parent.parent.name}-{i}", ignore_errors=True)
+        return best
+    ours = one(OURS, lambda d: {"KACHERY_OFFLINE_STORAGE_DIR": str(d)})
+    theirs = one(KC120, lambda d: {"KACHERY_STORAGE_DIR": str(d), "BENCH_EPHEMERAL": "1",
+                                   "KACHERY_DAEMON_PORT": str(free_port())})
+    row(f"store_file {size >> 20} MiB offline (new content)", secs(ours, size), secs(theirs, size),
+        f"sha1sum {secs(base, size)}",
+        f"ours {base / ours:.2f}x sha1sum, 1.2.0 {base / theirs:.2f}x (target >= 1.1x and >= 1.2.0)")
+
+
+def bench_node(tmp: Path, count: int) -> None:
+    with running_node(tmp / "node-small" / "storage") as node:
+        env = client_env(node)
+        ours = run_json(OURS, SMALL, env, str(tmp), str(count))
+        theirs = run_json(KC120, KC120_NODE, env, str(tmp), str(count))
+        session = requests.Session()
+        session.trust_env = False
+        headers = node.headers()
+        t = time.perf_counter()
+        for i in range(count):
+            assert session.post(node.url + "/store", data=b'{"k":%d}' % i, headers=headers).json()["success"]
+        raw = (time.perf_counter() - t) / count
+    row(f"store_json through our node, {count} calls", f"{ms(ours['store'])} (our client)",
+        f"{ms(theirs['store'])} (1.2.0 client)", f"raw /store, kept connection: {ms(raw)}",
+        "targets: ours <= 0.3 ms, 1.2.0 <= 3 ms")
+    rest = theirs["store"] - theirs["post"] - theirs["stat"]
+    row("  1.2.0 through our node: where the time goes", "-",
+        f"POST /store (new connection each) {ms(theirs['post'])}, `stat` subprocess {ms(theirs['stat'])}, "
+        f"rest {ms(rest)}", f"the node's share ~ raw /store {ms(raw)}", "")
+
+
+def py_read(path: Path) -> None:
+    buf = bytearray(1 << 20)
+    with open(path, "rb", buffering=0) as f:
+        while f.readinto(buf):
+            pass
+
+
+def dd(path: Path) -> None:
+    subprocess.run(["dd", f"if={path}", "of=/dev/null", "bs=1M"], capture_output=True, check=True)
+
+
+@contextlib.contextmanager
+def passthrough(blob: Path, mnt: Path) -> Iterator[Path]:
+    mnt.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([OURS, str(ROOT / "bench" / "passthrough.py"), str(blob), str(mnt)])
+    try:
+        wait_for_mount(mnt, proc)
+        yield mnt / "f"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+
+
+def bench_mount(tmp: Path, src: Path, cp_src: Path, base_cp: float, rounds: int = 5) -> None:
+    """Reads interleaved round by round (the machine is shared: each best of `rounds` is taken
+    under the same conditions); each round reads the content under a name never used before."""
+    size = src.stat().st_size
+    with mounted_node(tmp / "m") as (node, mnt):
+        blob = Store(node.storage_dir).add_file(src)
+        blob_path = Store(node.storage_dir).path_for(blob.sha1)
+        first = mnt / "sha1" / blob.sha1 / "a.bin"
+        with passthrough(blob_path, tmp / "pt") as pt:
+            for p in (blob_path, first, pt):
+                warm(p)
+            best: dict[str, float] = {}
+            for i in range(rounds):
+                for name, fn in (("direct", lambda: py_read(blob_path)), ("mount", lambda: py_read(first)),
+                                 ("pt", lambda: py_read(pt)), ("direct_dd", lambda: dd(blob_path)),
+                                 ("mount_dd", lambda: dd(first)),
+                                 ("new_name", lambda i=i: py_read(mnt / "sha1" / blob.sha1 / f"new{i}.bin"))):
+                    best[name] = min(best.get(name, float("inf")), timed(fn))
+        row(f"warm read {size >> 20} MiB through the mount (Python, 1 MiB reads)", secs(best["mount"], size), "-",
+            f"blob file {secs(best['direct'], size)}; pass-through fs {secs(best['pt'], size)}",
+            f"{best['direct'] / best['mount']:.2f}x blob file, {best['pt'] / best['mount']:.2f}x pass-through "
+            "(target 0.9x / 0.95x)")
+        row(f"warm read {size >> 20} MiB through the mount (dd bs=1M)", secs(best["mount_dd"], size), "-",
+            f"blob file {secs(best['direct_dd'], size)}", f"{best['direct_dd'] / best['mount_dd']:.2f}x blob file")
+        row("first read under a new name of content read before", secs(best["new_name"], size), "-",
+            f"first name warm {secs(best['mount'], size)}",
+            f"{best['mount'] / best['new_name']:.2f}x (target >= 0.9x)")
+        cp = timed(lambda: subprocess.run(["cp", str(cp_src), str(mnt / "incoming" / "cp.bin")], check=True))
+        assert os.path.islink(mnt / "incoming" / "cp.bin")       # the symlink, as soon as cp returns
+        row(f"cp of a new {cp_src.stat().st_size >> 20} MiB file into incoming/", secs(cp, size), "-",
+            f"sha1sum {secs(base_cp, size)}", f"{cp / base_cp:.2f}x sha1sum's time (target <= 1.3x)")
+
+
+def load_seconds(node: object, uri: str, tmp: Path) -> float:
+    code = ("import json, sys, time, kachery_client as kc\nt = time.perf_counter()\nkc.load_file(sys.argv[1])\n"
+            "print(json.dumps({'seconds': time.perf_counter() - t}))")
+    return run_json(OURS, code, client_env(node), str(tmp), uri)["seconds"]  # type: ignore[arg-type]
+
+
+def bench_peer(tmp: Path, peer_src: Path, s3: bool) -> None:
+    size = peer_src.stat().st_size
+    base = sha1sum_seconds(peer_src)
+    sa, sb, port_a = source_and_reader(tmp / "peer")
+    blob = Store(sa).add_file(peer_src)
+    uri = f"sha1://{blob.sha1}/peer.bin?manifest={blob.manifest_sha1}"
+    with running_node(sa, port=port_a), mounted_node(tmp / "peer" / "b", storage=sb) as (b, _):
+        seconds = load_seconds(b, uri, tmp)
+    row(f"peer fetch of {size >> 20} MiB to a node with its mount up", secs(seconds, size), "-",
+        f"sha1sum {secs(base, size)}", f"{base / seconds:.2f}x sha1sum (target >= 0.7x)")
+    if s3:
+        from tests.support.network import write_config
+        from tests.support.seaweed import running_seaweed
+        with running_seaweed(tmp / "s3") as server:
+            bucket = {"endpoint_url": server.endpoint_url, "bucket": server.create_bucket("bench"),
+                      "region": "us-east-1"}
+            sc, sd = tmp / "s3c" / "storage", tmp / "s3d" / "storage"
+            write_config(sc, channel="benchchan", bucket=bucket, upload_all=True)
+            write_config(sd, channel="benchchan", bucket=bucket)
+            with running_node(sc, env=server.env) as c:
+                c.post("/kacheryfs/upload", json={"sha1": Store(c.storage_dir).add_file(peer_src).sha1,
+                                                  "channel": "benchchan"})
+            with running_node(sd, env=server.env) as d:
+                seconds = load_seconds(d, uri, tmp)
+        row(f"S3 fetch of {size >> 20} MiB (SeaweedFS)", secs(seconds, size), "-", f"sha1sum {secs(base, size)}",
+            f"{base / seconds:.2f}x sha1sum (target >= 0.5x)")
+
+
+def rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def bench_scale(tmp: Path, blobs: int) -> None:
+    storage = tmp / "scale" / "storage"
+    store = Store(storage)
+    t = time.perf_counter()
+    for i in range(blobs):
+        store.add_bytes(b"blob %d" % i)
+    made = time.perf_counter() - t
+
+    def count(cmd: list[str]) -> float:
+        t = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, check=True).stdout
+        seconds = time.perf_counter() - t
+        assert out.count(b"\n") >= blobs, (cmd, out.count(b"\n"))
+        return seconds
+    with mounted_node(tmp / "scale", storage=storage) as (node, mnt):
+        find = timed(lambda: count(["find", str(storage / "sha1"), "-type", "f"]), repeat=2)
+        before = rss_kib(node.proc.pid)
+        first = count(["ls", "-f", str(mnt / "sha1")])
+        again = count(["ls", "-f", str(mnt / "sha1")])
+        grown = (rss_kib(node.proc.pid) - before) / 1024
+        t = time.perf_counter()
+        subprocess.run([OURS, "-m", "kacheryfs", "status", "--storage-dir", str(storage), "--port", str(node.port)],
+                       capture_output=True, check=True)
+        status = time.perf_counter() - t
+        t = time.perf_counter()
+        subprocess.run([OURS, "-c", "import kacheryfs.cli"], capture_output=True, check=True)
+        startup = time.perf_counter() - t
+    row(f"`ls -f sha1/` with {blobs} blobs (made in {made:.0f} s)", f"first {secs(first)}, again {secs(again)}",
+        "-", f"find over the store's sha1/ {secs(find)}",
+        f"{find / first:.2f}x / {find / again:.2f}x find's speed (target >= 1x)")
+    row(f"`kacheryfs status` with {blobs} blobs", secs(status), "-",
+        f"python startup + import {secs(startup)}", "target < 0.1 s (issue 14's running totals)")
+    row(f"node RSS growth from listing {blobs} blobs twice", f"{grown:.1f} MiB", "-", "-", "target < 20 MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=512)
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--peer-mib", type=int, default=300)
+    parser.add_argument("--blobs", type=int, default=100_000)
+    parser.add_argument("--s3", action="store_true", help="also fetch from a SeaweedFS bucket")
+    parser.add_argument("--only", default="small,large,node,mount,peer,scale")
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    if not os.path.exists(KC120):
+        sys.exit(f"no kachery-client 1.2.0 at {KC120}: run the tests once (they make .venv-kc120) "
+                 "or set KACHERY_CLIENT_120_PYTHON")
+    src = make_file(args.size_mib << 20)
+    warm(src)
+    base = sha1sum_seconds(src)
+    with tempfile.TemporaryDirectory(dir=src.parent) as d:
+        tmp = Path(d)
+        if "small" in parts:
+            bench_small(tmp, args.count)
+        if "large" in parts:
+            bench_large(tmp, src, base)
+        if "node" in parts:
+            bench_node(tmp, args.count)
+        if "mount" in parts:
+            cp_src = make_file(args.size_mib << 20, name=f"cp-{args.size_mib}.bin")
+            warm(cp_src)
+            bench_mount(tmp, src, cp_src, sha1sum_seconds(cp_src))
+        if "peer" in parts:
+            peer_src = make_file(args.peer_mib << 20, name=f"peer-{args.peer_mib}.bin")
+            warm(peer_src)
+            bench_peer(tmp, peer_src, args.s3)
+        if "scale" in parts:
+            bench_scale(tmp, args.blobs)
+    print("\n| measure | ours | kachery-client 1.2.0 | baseline (same run) | ratio / target |")
+    print("|---|---|---|---|---|")
+    for r in ROWS:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""BlobWriter: bytes streamed into a temp file under tmp/, hashed in the same pass, published by
+`commit` under their hash (store.py holds the Store it writes into; durability.py says when the
+blob is durable). Every OSError of the write side is raised as LocalStorageError, and the temp file
+is removed."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .durability import start_write_back, storage_error
+from .errors import IntegrityError
+from .hashing import ContentHasher
+from .store_files import unlink_quietly, write_all
+
+if TYPE_CHECKING:
+    from .store import Store
+
+BLOB_MODE = 0o644
+
+# Large writes start their write-back every EARLY_FLUSH bytes, so the disk works while later bytes
+# are still being hashed: by default without waiting (sync_file_range; the flush makes them
+# durable), with KACHERY_SYNC=always as a background fdatasync, so the final fsync has only the tail.
+EARLY_FLUSH = 64 * 1024 * 1024
+_flush_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kachery-flush")
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha1: str
+    size: int
+    manifest_sha1: str | None = None
+
+
+class BlobWriter:
+    """Streams bytes into a temp file while hashing them; `commit` publishes the blob.
+
+    Use as a context manager: leaving the block without commit (an exception) removes the
+    temp file. If `expected_sha1` is given, commit refuses other content (IntegrityError).
+    """
+
+    def __init__(self, store: Store, expected_sha1: str | None = None, manifest: bool = True):
+        self._store = store
+        self._expected = expected_sha1
+        self.hasher = ContentHasher(chunks=manifest)
+        self.tmp_path, fd = store.create_temp()
+        self._fd: int | None = fd
+        self._unflushed = 0
+        self._flush: concurrent.futures.Future[None] | None = None
+
+    @property
+    def size(self) -> int:
+        return self.hasher.size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        fd = self._fd
+        assert fd is not None, "write after commit or abort"
+        try:
+            if self._flush is not None and self._flush.done():
+                self._wait_flush()          # raises what a finished early flush hit
+            self.hasher.update(data, alongside=lambda view: write_all(fd, view))
+        except OSError as e:
+            self.abort()
+            raise storage_error(e, f"cannot write {self.tmp_path}") from None
+        self._unflushed += len(data)
+        if self._unflushed >= EARLY_FLUSH:
+            if not self._store.sync_always:
+                start_write_back(fd, self.hasher.size - self._unflushed, self._unflushed)
+                self._unflushed = 0
+            elif self._flush is None:
+                self._flush = _flush_pool.submit(os.fdatasync, fd)
+                self._unflushed = 0
+
+    def _wait_flush(self) -> None:
+        """Wait for the background fdatasync (it must not outlive the descriptor); re-raise its
+        error: a failed write-back fails the store."""
+        flush, self._flush = self._flush, None
+        if flush is not None:
+            flush.result()
+
+    def commit(self) -> StoredBlob:
+        assert self._fd is not None, "commit after commit or abort"
+        sha1 = self.hasher.sha1()
+        if self._expected is not None and sha1 != self._expected:
+            self.abort()
+            raise IntegrityError(f"content hashes to {sha1}, expected {self._expected}")
+        fd, self._fd = self._fd, None
+        size = self.hasher.size
+        try:
+            try:
+                self._wait_flush()
+                final = self._store.path_for(sha1)
+                if self._store._holds(final, sha1, size):
+                    pass                    # already stored: drop our copy unsynced
+                else:
+                    os.fchmod(fd, BLOB_MODE)
+                    if self._store.sync_always:
+                        os.fsync(fd)
+                    os.close(fd)
+                    fd = -1
+                    self._store._publish_unsynced(self.tmp_path, final, sha1, size)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+                    unlink_quietly(self.tmp_path)
+        except OSError as e:
+            unlink_quietly(self.tmp_path)
+            raise storage_error(e, f"cannot store sha1://{sha1} in {self._store.root}") from None
+        except BaseException:
+            unlink_quietly(self.tmp_path)
+            raise
+        manifest = self.hasher.manifest_bytes()
+        manifest_sha1 = self._store.add_bytes(manifest).sha1 if manifest is not None else None
+        return StoredBlob(sha1, size, manifest_sha1)
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            try:
+                self._wait_flush()
+            except OSError:
+                pass                        # discarding anyway
+            os.close(self._fd)
+            self._fd = None
+            unlink_quietly(self.tmp_path)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()

@@ -1,0 +1,127 @@
+"""The store's small file-system pieces: `.link` records, scans, temp-file bookkeeping. Pure helpers
+of store.py (docs/PROTOCOL.md section 5), no policy here."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .durability import storage_error
+
+
+@dataclass(frozen=True)
+class Link:
+    """A parsed `.link` file: the blob lives at `path` while its size and mtime hold."""
+    path: str
+    size: int
+    mtime: float
+    manifest_sha1: str | None
+
+    def is_valid(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == self.size and st.st_mtime == self.mtime
+
+
+def write_all(fd: int, view: memoryview) -> None:
+    while len(view):
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def is_blob_of_size(path: Path, size: int) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
+def unlink_quietly(path: Path) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def scandir_names(path: Path) -> Iterator[str]:
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                yield entry.name
+    except (FileNotFoundError, NotADirectoryError):
+        return
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError as e:
+        return e.errno != errno.ESRCH
+    return True
+
+
+def walk_hashes(sha1_dir: Path) -> Iterator[str]:
+    """Names of blobs under sha1/aa/bb/cc/, directory by directory. At most four descriptors are
+    open at a time; they are closed when the walk ends or the generator is dropped."""
+    try:
+        top = os.open(sha1_dir, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        yield from _walk_level(top, 3)
+    finally:
+        os.close(top)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _walk_level(fd: int, depth: int) -> Iterator[str]:
+    with os.scandir(fd) as it:
+        names = [e.name for e in it]
+    if depth == 0:
+        for name in names:
+            if len(name) == 40 and _HEX.issuperset(name):
+                yield name
+        return
+    for name in names:
+        if len(name) != 2:
+            continue
+        try:
+            sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        try:
+            yield from _walk_level(sub, depth - 1)
+        finally:
+            os.close(sub)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+@contextlib.contextmanager
+def removed_on_error(tmp: Path, doing: str) -> Iterator[None]:
+    """Whatever goes wrong inside, the temp file goes; an OSError comes out as LocalStorageError."""
+    try:
+        yield
+    except OSError as e:
+        unlink_quietly(tmp)
+        raise storage_error(e, doing) from None
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+
