@@ -7,6 +7,8 @@ no channel in it: a purely local node. Example:
     peer_listen = "0.0.0.0:20432"      # optional: a second listener serving ONLY the peer API
     cache_max_bytes = "50G"            # optional: evict blobs that a peer or the bucket also holds
     fetch_connections = 4              # parallel chunk downloads per transfer
+    numcopies = 1                      # `kacheryfs drop`: other sources that must hold a content
+    group = "lab"                      # optional: shared storage for this Unix group (README)
 
     [[channel]]
     name = "lab"
@@ -86,6 +88,8 @@ class NodeConfig:
     cache_max_bytes: int | None = None
     fetch_connections: int = 4
     path: Path | None = None
+    numcopies: int = 1
+    group: str | None = None
 
     def channel(self, name: str) -> ChannelConfig | None:
         return next((c for c in self.channels if c.name == name), None)
@@ -114,7 +118,8 @@ def load_config(path: Path, *, required: bool = False) -> NodeConfig:
 def parse_config(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
     where = str(path) if path else "config"
     node = _table(raw.get("node", {}), f"{where}: [node]")
-    _no_unknown(node, {"peer_listen", "cache_max_bytes", "fetch_connections"}, f"{where}: [node]")
+    _no_unknown(node, {"peer_listen", "cache_max_bytes", "fetch_connections", "numcopies", "group"},
+                f"{where}: [node]")
     _no_unknown(raw, {"node", "channel"}, where)
     channels = []
     seen = set()
@@ -128,11 +133,17 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
     if not isinstance(fetch_connections, int) or not 1 <= fetch_connections <= 64:
         raise ConfigError(f"{where}: [node] fetch_connections must be an integer from 1 to 64")
     cache = node.get("cache_max_bytes")
+    numcopies = node.get("numcopies", 1)
+    if not isinstance(numcopies, int) or isinstance(numcopies, bool) or not 0 <= numcopies <= 100:
+        raise ConfigError(f"{where}: [node] numcopies must be an integer from 0 to 100")
+    group = node.get("group")
+    if group is not None and not (isinstance(group, str) and group):
+        raise ConfigError(f"{where}: [node] group must be the name of a Unix group")
     return NodeConfig(
         channels=tuple(channels),
         peer_listen=_parse_listen(node["peer_listen"], where) if "peer_listen" in node else None,
         cache_max_bytes=parse_size(cache, f"{where}: [node] cache_max_bytes") if cache not in (None, 0) else None,
-        fetch_connections=fetch_connections, path=path)
+        fetch_connections=fetch_connections, path=path, numcopies=numcopies, group=group)
 
 
 def _parse_channel(c: dict[str, Any], where: str) -> ChannelConfig:

@@ -56,6 +56,10 @@ ProgressFn = Callable[[int, int], None]
 FetchedFn = Callable[[str, int, str], None]        # (sha1, size, source label): the blob is now local
 
 
+class NotOnAnySource(NotFoundError):
+    """No source has the content; the message names each source asked and what it answered."""
+
+
 @dataclass
 class Chunk:
     start: int
@@ -237,6 +241,7 @@ class Fetcher(BackgroundHost):
         """Sources that have the blob: peers first, then buckets, each group quickest first."""
         answers: list[tuple[float, Source, RemoteBlob]] = []
         problems: list[str] = []
+        told = {s.label: f"no answer within {STAT_TIMEOUT:g} s" for s in self.sources}
 
         async def ask(source: Source) -> None:
             t0 = time.monotonic()
@@ -244,7 +249,9 @@ class Fetcher(BackgroundHost):
                 info = await trio.to_thread.run_sync(source.stat, sha1, abandon_on_cancel=True)
             except SourceError as e:
                 problems.append(str(e))
+                told[source.label] = str(e)
                 return
+            told[source.label] = "has it" if info is not None else "not found"
             if info is not None:
                 answers.append((time.monotonic() - t0, source, info))
 
@@ -256,8 +263,8 @@ class Fetcher(BackgroundHost):
             where = "; ".join(problems)
             if problems and len(problems) == len(self.sources):
                 raise TransferError(f"sha1://{sha1}: no source could be asked: {where}")
-            raise NotFoundError(f"sha1://{sha1} is not on this node nor on any of its {len(self.sources)} "
-                                f"sources" + (f" (and: {where})" if where else ""))
+            raise NotOnAnySource(f"sha1://{sha1} is not on this node nor on any of its {len(self.sources)} "
+                                 "sources; asked: " + "; ".join(f"{k}: {v}" for k, v in told.items()))
         answers.sort(key=lambda a: (a[1].kind != "peer", a[0]))
         return [(s, info) for _, s, info in answers]
 

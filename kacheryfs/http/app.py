@@ -27,6 +27,7 @@ from kacheryfs.http.client_routes import (
     stats,
     store,
 )
+from kacheryfs.http.data_routes import verify
 from kacheryfs.http.peer_routes import peer_routes
 from kacheryfs.http.task_routes import RESULT_ROUTES as TASK_RESULT_ROUTES
 from kacheryfs.node import Node
@@ -87,6 +88,7 @@ def make_app(node: Node, halt_event: trio.Event, extra_routes: list[Route] | Non
         Route("/downloadFileData", download_file_data, methods=["POST"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/halt", halt, methods=["GET"]),
+        Route("/kacheryfs/verify", verify, methods=["POST"]),
         *peer_routes(),
         *TASK_RESULT_ROUTES,
         *(extra_routes or []),

@@ -21,7 +21,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from kachery_client.errors import KacheryError, NotFoundError, UsageError
 from kachery_client.store import BlobWriter
 from kachery_client.uri import check_name, check_sha1
+from kacheryfs.content.fetcher import NotOnAnySource
 from kacheryfs.feeds.mutables import is_private_key
+from kacheryfs.http.data_routes import DATA_ROUTES
 from kacheryfs.http.errors import error_response, parse_json_object, response_for
 from kacheryfs.http.feed_routes import FEED_ROUTES
 from kacheryfs.http.task_routes import JSON_HANDLERS as TASK_HANDLERS
@@ -70,6 +72,9 @@ async def link_file(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     if not path.startswith("/"):
         raise UsageError(f"localFilePath must be absolute: {path!r}")
     blob = await trio.to_thread.run_sync(lambda: node.store.link(path, size, float(mtime)))
+    for recorded in (blob.sha1, blob.manifest_sha1):
+        if recorded:
+            await trio.to_thread.run_sync(node.lifecycle.stored, recorded)
     return {"success": True, "error": None, "sha1": blob.sha1, "manifestSha1": blob.manifest_sha1}
 
 
@@ -141,6 +146,7 @@ JSON_ROUTES: dict[str, Handler] = {
     "/createSignedFileUploadUrl": not_supported("bucket uploads through signed URLs"),
     **FEED_ROUTES,
     **TASK_HANDLERS,
+    **DATA_ROUTES,
 }
 
 
@@ -247,6 +253,8 @@ async def load_file(request: Request) -> Response:
                 path = await node.ensure(sha1, manifest, progress)
         except KacheryError as e:
             message = "Unable to find file" if isinstance(e, NotFoundError) else str(e)
+            if isinstance(e, NotOnAnySource):       # the prefix old clients know, then who was asked
+                message += f": {e}"
             yield _frame({"type": "error", "error": message})
             return
         if pending and time.monotonic() - last >= 0:
