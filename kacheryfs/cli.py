@@ -77,9 +77,12 @@ def _is_mount_helper_call(args: list[str]) -> bool:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="node configuration (channels, peers, buckets, cache limit) "
                    "[default: <storage-dir>/kacheryfs.toml if it exists]")
+@click.option("--group", default=None, metavar="GROUP",
+              help="share the storage directory with the users of this Unix group (README: shared storage)")
 @click.option("--auth-rotation-seconds", type=float, default=180.0, hidden=True)
 def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount: bool, fetch_timeout: float,
-        log_file: str | None, log_level: str, config_path: str | None, auth_rotation_seconds: float) -> None:
+        log_file: str | None, log_level: str, config_path: str | None, group: str | None,
+        auth_rotation_seconds: float) -> None:
     import trio
 
     from kacheryfs.daemon import serve
@@ -87,7 +90,8 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
 
     _setup_logging(log_file, log_level)
     try:
-        node = Node(Path(storage_dir), config_path=Path(config_path).expanduser() if config_path else None)
+        node = Node(Path(storage_dir), config_path=Path(config_path).expanduser() if config_path else None,
+                    group=group)
     except (KacheryError, PermissionError) as e:
         raise click.ClickException(str(e)) from None
     extra = []
@@ -110,38 +114,44 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
         node.close()
 
 
-@commands.command(help="Print a running node's id, storage directory, blob count and bytes, requests served.")
+@commands.command(help="Print a running node's id, storage directory, blob counts and bytes (its running "
+                       "totals), requests served.")
 @click.option("--storage-dir", default=_default_storage_dir, show_default="$KACHERY_STORAGE_DIR or ~/kachery-storage")
 @click.option("--port", type=int, default=_default_port, show_default="$KACHERY_DAEMON_PORT or 20431")
 @click.option("--host", default=os.environ.get("KACHERY_DAEMON_HOST") or "127.0.0.1", show_default=True)
 def status(storage_dir: str, port: int, host: str) -> None:
-    from kachery_client.store import Store
+    from kacheryfs.cli_data import store_totals
     url = f"http://{host}:{port}"
     try:
-        code = (Path(storage_dir) / "client-auth").read_text()
-        r = requests.get(url + "/stats", headers={"KACHERY-CLIENT-AUTH-CODE": code}, timeout=10)
+        headers = {"KACHERY-CLIENT-AUTH-CODE": (Path(storage_dir) / "client-auth").read_text()}
+        r = requests.get(url + "/stats", headers=headers, timeout=10)
         r.raise_for_status()
         stats = r.json()["stats"]
-    except (OSError, requests.RequestException, ValueError, KeyError) as e:
+        totals = store_totals(url, headers)      # running totals kept by the node: no walk
+    except (OSError, requests.RequestException, ValueError, KeyError, KacheryError) as e:
         raise click.ClickException(
             f"no node answers at {url} for {storage_dir} ({e}); start one with `kacheryfs run`") from None
-    store = Store(Path(storage_dir))
-    count = total = 0
-    for sha1 in store.iter_hashes():
-        try:
-            total += store.path_for(sha1).stat().st_size
-            count += 1
-        except FileNotFoundError:
-            pass
+    store = totals["store"]
     click.echo(f"Node ID:           {stats['nodeId']}")
     click.echo(f"Storage directory: {stats.get('storageDir', storage_dir)}")
-    click.echo(f"Blobs:             {count} ({total} bytes)")
+    click.echo(f"Blobs:             {store['count']} ({store['bytes']} bytes): "
+               f"{totals['owned']['count']} owned, {totals['cached']['count']} cached, "
+               f"{totals['pinned']['count']} pinned")
     click.echo(f"Requests served:   {stats.get('requests', 0)}")
     for c in stats.get("channels", []):
         bucket = f", bucket {c['bucket']}" if c.get("bucket") else ""
         click.echo(f"Channel {c['name']}: {'/'.join(c['roles'])}; {c['peers']} peers, "
                    f"{c['members']} members{bucket}")
     click.echo(f"Listening on:      {url}")
+
+
+def _register_data_commands() -> None:
+    from kacheryfs.cli_data import COMMANDS
+    for command in COMMANDS:
+        commands.add_command(command)
+
+
+_register_data_commands()
 
 
 def _setup_logging(log_file: str | None, level: str) -> None:

@@ -174,16 +174,18 @@ class StoredData(BackgroundHost):
             return checked, findings, check_chains(node.feeds.feeds)
 
         checked, findings, (subfeeds, chains) = await trio.to_thread.run_sync(check)
-        repaired, unrepaired = [], []
+        repaired: list[str] = []
+        unrepaired: list[dict[str, str]] = []
         if repair:
-            for f in findings:
-                if f.problem not in ("corrupt", "bad-link", "missing"):
-                    continue
+            # what this run found, and what earlier runs quarantined
+            wanted = [f.sha1 for f in findings if f.problem in ("corrupt", "bad-link", "missing")]
+            wanted += await trio.to_thread.run_sync(node.index.quarantined_all)
+            for sha1 in dict.fromkeys(wanted):
                 try:
-                    await self._repair(f.sha1)
-                    repaired.append(f.sha1)
+                    await self._repair(sha1)
+                    repaired.append(sha1)
                 except KacheryError as e:
-                    unrepaired.append({"sha1": f.sha1, "error": str(e)})
+                    unrepaired.append({"sha1": sha1, "error": str(e)})
         return {"blobs": checked.blobs, "links": checked.links, "bytes": checked.bytes, "subfeeds": subfeeds,
                 "seconds": round(time.monotonic() - t0, 3), "findings": [f.as_json() for f in findings],
                 "feedProblems": [c.describe() for c in chains], "repaired": repaired, "unrepaired": unrepaired}

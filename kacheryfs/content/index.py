@@ -242,6 +242,9 @@ class NodeIndex:
         row = self._conn().execute("SELECT kind, pinned FROM quarantine WHERE sha1 = ?", (sha1,)).fetchone()
         return (row[0], bool(row[1])) if row else None
 
+    def quarantined_all(self) -> list[str]:
+        return [r[0] for r in self._conn().execute("SELECT sha1 FROM quarantine ORDER BY at")]
+
     def release_quarantine(self, sha1: str) -> None:
         self._conn().execute("DELETE FROM quarantine WHERE sha1 = ?", (sha1,))
 

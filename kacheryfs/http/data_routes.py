@@ -70,6 +70,8 @@ async def pin(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     pinned = []
     for u in _uris(body):
         pinned.append({"sha1": u.sha1, "size": await node.data.pin(u.sha1, u.manifest_sha1)})
+        if u.name and "/" not in u.name:
+            await node.record_name(u.sha1, u.name)      # for `kachery-pin --list`
     return {"success": True, "pinned": pinned}
 
 
