@@ -200,7 +200,7 @@ def _print_verify(report: dict[str, Any]) -> None:
         click.echo(f"not repaired: sha1://{u['sha1']}: {u['error']}", err=True)
     for p in report["feedProblems"]:
         click.echo(f"feed: {p}", err=True)
-    bad += len(report["feedProblems"])
+    bad += len(report["feedProblems"]) + len(report["unrepaired"])
     if bad:
         raise click.exceptions.Exit(1)
     click.echo("all content verified" + (" (after repair)" if repaired else ""))
