@@ -228,7 +228,10 @@ class NodeIndex:
         try:
             old = self.get(sha1)
             conn.execute("DELETE FROM blobs WHERE sha1 = ?", (sha1,))
-            conn.execute("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?)",
+            # an upsert, not INSERT OR REPLACE: REPLACE's implicit delete fires no trigger
+            conn.execute("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sha1) DO UPDATE SET "
+                         "size = excluded.size, kind = excluded.kind, pinned = excluded.pinned, "
+                         "reason = excluded.reason, at = excluded.at",
                          (sha1, size, old.kind if old else "owned", int(old.pinned) if old else 0,
                           reason, time.time()))
             conn.execute("COMMIT")
