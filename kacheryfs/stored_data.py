@@ -167,7 +167,10 @@ class StoredData(BackgroundHost):
 
         def check() -> tuple[Any, Any, Any]:
             manifests = dict(node.index.manifests())
-            checked, findings = check_all(node.store, manifests, node.index.all_sha1s(), progress=progress)
+            totals = node.index.totals()
+            expected = sum(totals[k].bytes for k in ("owned", "cached", "link"))
+            checked, findings = check_all(node.store, manifests, node.index.all_sha1s(), progress=progress,
+                                          expected_bytes=expected)
             for f in findings:
                 if f.problem in ("corrupt", "bad-link"):
                     self.lifecycle.quarantine(f.sha1, f.is_link, f.detail)

@@ -52,19 +52,21 @@ class Found:
     is_link: bool
 
 
-def walk(store: Store) -> Iterator[Found]:
-    """Every blob and .link under sha1/ (a full walk: verify and reconcile only)."""
-    root = store.sha1_dir
-    for d1 in _subdirs(root):
-        for d2 in _subdirs(d1):
+def walk(store: Store, top: str | None = None) -> Iterator[Found]:
+    """Every blob and .link under sha1/ (or under sha1/<top>/ only): a full walk, for verify and
+    reconcile only. Strings and d_type, one stat per blob: the walk is most of a small file's cost."""
+    tops = [top] if top is not None else top_dirs(store)
+    for d1 in tops:
+        for d2 in _subdirs(os.path.join(store.sha1_dir, d1)):
             for d3 in _subdirs(d2):
                 try:
-                    entries = list(os.scandir(d3))
+                    with os.scandir(d3) as it:
+                        entries = list(it)
                 except OSError:
                     continue
                 for e in entries:
                     name = e.name
-                    if is_sha1(name):
+                    if len(name) == 40 and is_sha1(name):
                         try:
                             st = e.stat(follow_symlinks=False)
                         except FileNotFoundError:
@@ -77,9 +79,19 @@ def walk(store: Store) -> Iterator[Found]:
                             yield Found(name[:-5], Path(e.path), link.size, True)
 
 
-def _subdirs(path: Path) -> list[Path]:
+def top_dirs(store: Store) -> list[str]:
+    """The names of sha1/'s first level (aa): units of work for a parallel walk."""
     try:
-        return [Path(e.path) for e in os.scandir(path) if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+        with os.scandir(store.sha1_dir) as it:
+            return [e.name for e in it if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+def _subdirs(path: str) -> list[str]:
+    try:
+        with os.scandir(path) as it:
+            return [e.path for e in it if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
     except OSError:
         return []
 

@@ -25,11 +25,12 @@ from pathlib import Path
 from kachery_client.errors import IntegrityError
 from kachery_client.hashing import CHUNK_SIZE, ContentHasher, parse_manifest
 from kachery_client.store import Store
-from kacheryfs.content.lifecycle import Found, walk
+from kacheryfs.content.lifecycle import Found, top_dirs, walk
 
 ProgressFn = Callable[[int, int], None]
 SMALL = 1 << 20            # read in one call below this size
 BLOCK = 8 << 20
+BATCH = 64                 # files between two progress reports
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,19 @@ class Checked:
     bytes: int = 0
 
 
-def sha1_of_file(path: Path | str) -> str:
+def sha1_of_file(path: Path | str, size: int | None = None) -> str:
+    """SHA-1 hex of a file; `size`, when known, saves the fstat of a small one."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(fd).st_size
+        if size is None:
+            size = os.fstat(fd).st_size
         if size < SMALL:
-            return hashlib.sha1(os.read(fd, size + 1)).hexdigest()
-        h = hashlib.sha1()
+            data = os.read(fd, size + 1)
+            if len(data) <= size:                 # else it grew: hash all of it below
+                return hashlib.sha1(data).hexdigest()
+            h = hashlib.sha1(data)
+        else:
+            h = hashlib.sha1()
         buf = bytearray(BLOCK)
         view = memoryview(buf)
         while n := os.readv(fd, [buf]):
@@ -93,7 +100,7 @@ def check_one(store: Store, item: Found, manifest_sha1: str | None) -> list[Find
             actual = hasher.sha1()
             chunks = _manifest_problem(store, item.sha1, manifest_sha1, hasher) if actual == item.sha1 else None
         else:
-            actual, chunks = sha1_of_file(target), None
+            actual, chunks = sha1_of_file(target, None if item.is_link else item.size), None
     except FileNotFoundError:
         return []                   # removed meanwhile (gc, drop): nothing to judge
     if actual != item.sha1:
@@ -115,30 +122,43 @@ def _manifest_problem(store: Store, sha1: str, manifest_sha1: str, hasher: Conte
 
 
 def check_all(store: Store, manifests: dict[str, str], recorded: set[str], *, workers: int | None = None,
-              progress: ProgressFn | None = None) -> tuple[Checked, list[Finding]]:
-    """Check every blob and link on disk; `recorded` (the index's hashes) finds missing ones."""
-    items = list(walk(store))
-    total = sum(i.size for i in items)
-    checked = Checked(blobs=sum(not i.is_link for i in items), links=sum(i.is_link for i in items))
-    findings: list[Finding] = []
-    lock = threading.Lock()
-    workers = workers or max(2, os.cpu_count() or 2)
+              progress: ProgressFn | None = None, expected_bytes: int = 0) -> tuple[Checked, list[Finding]]:
+    """Check every blob and link on disk; `recorded` (the index's hashes) finds missing ones.
 
-    def one(item: Found) -> None:
-        found = check_one(store, item, manifests.get(item.sha1))
+    One task per first-level directory walks and checks its subtree, so the walk (most of a small
+    file's cost) runs in parallel too. `expected_bytes` (the index's totals) is the progress total.
+    """
+    checked = Checked()
+    findings: list[Finding] = []
+    on_disk: set[str] = set()
+    lock = threading.Lock()
+    workers = workers or max(4, 2 * (os.cpu_count() or 2))     # syscalls overlap the GIL-held parts
+
+    def report(part: list[Found], found: list[Finding]) -> None:
         with lock:
             findings.extend(found)
-            checked.bytes += item.size
+            checked.bytes += sum(i.size for i in part)
+            checked.blobs += sum(not i.is_link for i in part)
+            checked.links += sum(i.is_link for i in part)
+            on_disk.update(i.sha1 for i in part)
             done = checked.bytes
         if progress is not None:
-            progress(done, total)
+            progress(done, max(expected_bytes, done))
 
-    # Large files first: the pool's tail is then made of small ones and all cores stay busy.
-    items.sort(key=lambda i: -i.size)
+    def subtree(top: str) -> None:
+        part: list[Found] = []
+        found: list[Finding] = []
+        for item in walk(store, top):
+            found += check_one(store, item, manifests.get(item.sha1))
+            part.append(item)
+            if len(part) >= BATCH or item.size >= SMALL:
+                report(part, found)
+                part, found = [], []
+        report(part, found)
+
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="kachery-verify") as pool:
-        for f in [pool.submit(one, i) for i in items]:
+        for f in [pool.submit(subtree, top) for top in top_dirs(store)]:
             f.result()
-    on_disk = {i.sha1 for i in items}
     for sha1 in sorted(recorded - on_disk):
         if store.locate(sha1) is None and not store.link_path_for(sha1).exists():
             findings.append(Finding(sha1, "missing", "recorded in kacheryfs.db but not on disk"))
