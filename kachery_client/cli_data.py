@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
+from typing import Any
 
 import click
 
@@ -11,26 +13,29 @@ from . import data
 from .cli import _errors_as_one_line
 
 
-class _LoadProgress:
-    """A fetch's progress on stderr, only on a terminal and once the size is known."""
+class ByteProgress:
+    """A progress bar on stderr, only on a terminal and once the total is known; `(done, total)`
+    calls may come from several threads (kacheryfs verify uses it too)."""
 
     def __init__(self, label: str):
         self._label = label
-        self._bar: object = None
+        self._bar: Any = None
         self._done = 0
+        self._lock = threading.Lock()
 
     def __call__(self, done: int, total: int) -> None:
         if total <= 0 or not sys.stderr.isatty():
             return
-        if self._bar is None:
-            self._bar = click.progressbar(length=total, label=self._label, file=sys.stderr)
-            self._bar.__enter__()  # type: ignore[attr-defined]
-        self._bar.update(done - self._done)  # type: ignore[attr-defined]
-        self._done = done
+        with self._lock:
+            if self._bar is None:
+                self._bar = click.progressbar(length=total, label=self._label, file=sys.stderr)
+                self._bar.__enter__()
+            self._bar.update(done - self._done)
+            self._done = done
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.__exit__(None, None, None)  # type: ignore[attr-defined]
+            self._bar.__exit__(None, None, None)
 
 
 @click.command(help="Keep content on the node: never removed by gc (fetched first if it is not local).")
@@ -45,7 +50,7 @@ def pin(uris: tuple[str, ...], list_pins: bool) -> None:
     if not uris:
         raise click.UsageError("give URIs to pin, or --list")
     for uri in uris:
-        progress = _LoadProgress(uri[:40])
+        progress = ByteProgress(uri[:40])
         try:
             size = data.pin(uri, progress)
         finally:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import click
 import requests
 
+from kachery_client.cli_data import ByteProgress
 from kachery_client.errors import KacheryError, UsageError
 
 AUTH_HEADER = "KACHERY-CLIENT-AUTH-CODE"
@@ -115,30 +114,6 @@ def _answer(r: requests.Response) -> dict[str, Any]:
     return obj
 
 
-class _Bar:
-    """A progress bar on stderr, only on a terminal."""
-
-    def __init__(self, label: str):
-        self._bar: Any = None
-        self._label = label
-        self._done = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not sys.stderr.isatty() or total <= 0:
-            return
-        with self._lock:
-            if self._bar is None:
-                self._bar = click.progressbar(length=total, label=self._label, file=sys.stderr)
-                self._bar.__enter__()
-            self._bar.update(done - self._done)
-            self._done = done
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-
-
 def _target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     from kacheryfs.cli import _default_port, _default_storage_dir
     fn = click.option("--host", default=os.environ.get("KACHERY_DAEMON_HOST") or "127.0.0.1",
@@ -170,7 +145,7 @@ def _size(n: int) -> str:
 @_target_options
 def verify(repair: bool, storage_dir: str, port: int, host: str) -> None:
     def work() -> None:
-        bar = _Bar("verifying")
+        bar = ByteProgress("verifying")
         try:
             report = DataTarget(storage_dir, host, port).verify(repair, bar)
         finally:
