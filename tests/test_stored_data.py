@@ -97,6 +97,15 @@ def test_verify_checks_manifests_and_feed_chains(tmp_path):
         manifest = uri.split("manifest=")[1]
         feed = client(node, "f = kc.create_feed('v'); sf = f.load_subfeed('s'); "
                             "sf.append_messages([{'n': i} for i in range(3)]); print(f.feed_id)")
+        linked = tmp_path / "linked.txt"
+        linked.write_text("linked in place")
+        link_uri = client(node, "print(kc.link_file(sys.argv[1]))", str(linked))
+        assert du_json(storage, node.port)["links"] == {"count": 1, "bytes": 15}
+    # The linked file's bytes change behind the store's back, size and mtime kept: a bad link.
+    st = os.stat(linked)
+    linked.write_text("LINKED in place")
+    os.utime(linked, ns=(st.st_atime_ns, st.st_mtime_ns))
+    link_sha1 = link_uri.split("/")[2]
     # A manifest whose chunk hashes are wrong (its own hash made to match: a stored bad manifest).
     bad = json.loads(blob_path(storage, manifest).read_bytes())
     bad["chunks"][1]["sha1"] = "0" * 40
@@ -120,6 +129,9 @@ def test_verify_checks_manifests_and_feed_chains(tmp_path):
     assert out.returncode == 1
     assert f"bad-manifest: sha1://{bad_sha1}" in out.stderr, out.stderr
     assert f"feed: feed {feed}" in out.stderr and "only 1 of 3" in out.stderr
+    assert f"bad-link: sha1://{link_sha1}" in out.stderr
+    assert (storage / "quarantine" / f"{link_sha1}.link").exists() and not blob_path(storage, link_sha1).with_name(
+        link_sha1 + ".link").exists()
 
 
 def test_pins_gc_and_du(tmp_path):
