@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import run_cli
+from tests.support.mount import mounted_node
 from tests.support.network import source_and_reader
 from tests.support.nodeproc import client_env, running_node
 from tests.support.seaweed import running_seaweed
@@ -248,3 +249,14 @@ def test_status_totals_are_fast_with_100000_blobs(tmp_path):
         text_bytes = sum(len(str(i)) for i in range(300))
         assert f"Blobs:             100000 ({997_000 + text_bytes} bytes): 300 owned, 99700 cached" in status.stdout, \
             status.stdout
+
+
+def test_pinned_attribute_on_the_real_mount(tmp_path):
+    with mounted_node(tmp_path) as (node, mnt):
+        uri = client(node, "print(kc.store_text('pinned in the mount'))")
+        f = mnt / "sha1" / uri.split("/")[2] / "f.txt"
+        assert os.getxattr(f, "user.kachery.pinned") == b"0"
+        assert run_cli("kachery-pin", uri, env=client_env(node)).returncode == 0
+        assert os.getxattr(f, "user.kachery.pinned") == b"1"
+        assert run_cli("kachery-unpin", uri, env=client_env(node)).returncode == 0
+        assert os.getxattr(f, "user.kachery.pinned") == b"0"
