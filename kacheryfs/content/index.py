@@ -181,17 +181,36 @@ class NodeIndex:
                                    (sha1,)).fetchone()
         return BlobRecord(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
 
-    def forget(self, sha1: str, *, only_kind: str | None = None, unpinned: bool = False) -> bool:
+    def forget(self, sha1: str, *, only_kind: str | None = None, unpinned: bool = False) -> int | None:
         """Delete the record (before its file is removed). With `only_kind`/`unpinned`, only if it
         still is of that kind and unpinned: gc's check and delete are one statement, so a pin
-        that lands first keeps the blob. True if a record was deleted."""
+        that lands first keeps the blob. The deleted record's size, or None if none was deleted."""
         sql, args = "DELETE FROM blobs WHERE sha1 = ?", [sha1]
         if only_kind is not None:
             sql += " AND kind = ?"
             args.append(only_kind)
         if unpinned:
             sql += " AND pinned = 0"
-        return self._conn().execute(sql, args).rowcount > 0
+        row = self._conn().execute(sql + " RETURNING size", args).fetchone()
+        return row[0] if row else None
+
+    def forget_cached(self, sha1s: list[str]) -> list[tuple[str, int]]:
+        """gc: delete the records of those still cached and unpinned, in one transaction (one
+        commit per page of a pass). (sha1, size) of the records deleted."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = []
+            for sha1 in sha1s:
+                row = conn.execute("DELETE FROM blobs WHERE sha1 = ? AND kind = 'cached' AND pinned = 0 "
+                                   "RETURNING size", (sha1,)).fetchone()
+                if row:
+                    out.append((sha1, row[0]))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return out
 
     def gc_candidates(self, before: float | None, limit: int) -> list[tuple[str, int, float]]:
         """(sha1, size, last_used) of cached unpinned blobs, least recently used first."""
@@ -277,6 +296,6 @@ class NodeIndex:
                 added += 1
         removed = 0
         for sha1 in set(known) - seen:
-            if gone(sha1):
-                removed += self.forget(sha1)
+            if gone(sha1) and self.forget(sha1) is not None:
+                removed += 1
         return added, removed

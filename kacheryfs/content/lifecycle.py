@@ -28,7 +28,8 @@ from kachery_client.uri import is_sha1
 from kacheryfs.content.index import NodeIndex
 
 log = logging.getLogger(__name__)
-GC_PAGE = 256
+GC_FIRST_PAGE = 8
+GC_PAGE = 512
 DAY = 86400.0
 
 
@@ -134,16 +135,21 @@ class Lifecycle:
     def remove(self, sha1: str, *, only_kind: str | None = None, unpinned: bool = False) -> int | None:
         """Forget and delete the content (blob or link). Its size, or None if it was not removed
         (no record, or no longer of that kind / pinned)."""
-        record = self.index.get(sha1)
-        if not self.index.forget(sha1, only_kind=only_kind, unpinned=unpinned):
+        size = self.index.forget(sha1, only_kind=only_kind, unpinned=unpinned)
+        if size is None:
             return None
         self.pinned.discard(sha1)
-        for path in (self.store.path_for(sha1), self.store.link_path_for(sha1)):
+        self._unlink(sha1)
+        return size
+
+    def _unlink(self, sha1: str) -> None:
+        try:
+            self.store.path_for(sha1).unlink()
+        except FileNotFoundError:           # a link's record (a blob replaces its link)
             try:
-                path.unlink()
+                self.store.link_path_for(sha1).unlink()
             except FileNotFoundError:
                 pass
-        return record.size if record else 0
 
     def gc(self, target_bytes: int = 0, older_than_days: float | None = None, dry_run: bool = False) -> GcResult:
         """Remove cached, unpinned blobs, least recently used first, until the cached ones total
@@ -152,23 +158,29 @@ class Lifecycle:
         cached = self.index.totals()["cached"].bytes
         result = GcResult(dry_run=dry_run)
         seen: set[str] = set()
+        want = GC_FIRST_PAGE          # small first: a pass that frees a few blobs reads a few rows
         while cached > target_bytes:
-            page = [c for c in self.index.gc_candidates(before, GC_PAGE + len(seen) if dry_run else GC_PAGE)
+            page = [c for c in self.index.gc_candidates(before, want + len(seen) if dry_run else want)
                     if c[0] not in seen]
+            want = min(want * 4, GC_PAGE)
             if not page:
                 break
+            chosen = []
+            expected = cached
             for sha1, size, _ in page:
-                if cached <= target_bytes:
+                if expected <= target_bytes:
                     break
                 seen.add(sha1)
-                if dry_run:
-                    freed: int | None = size
-                else:
-                    freed = self.remove(sha1, only_kind="cached", unpinned=True)
-                if freed is not None:
-                    result.removed.append((sha1, freed))
-                    result.freed += freed
-                    cached -= freed
+                chosen.append(sha1)
+                expected -= size
+            gone = [(sha1, size) for sha1, size, _ in page[:len(chosen)]] if dry_run \
+                else self.index.forget_cached(chosen)          # rows first (one commit), then files
+            for sha1, size in gone:
+                if not dry_run:
+                    self._unlink(sha1)
+                result.removed.append((sha1, size))
+                result.freed += size
+                cached -= size
         return result
 
     def enforce_cache_limit(self, limit: int) -> GcResult:
