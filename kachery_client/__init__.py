@@ -27,6 +27,7 @@ from .api import (
     store_text,
     upload,
 )
+from .data import pin, pins, unpin, whereis
 from .errors import KacheryError, NotFoundError, TaskError
 from .feeds import (
     Feed,
@@ -51,4 +52,5 @@ __all__ = [
     "node_client", "parse_file_uri", "set", "store_bytes", "store_file", "store_json", "store_npy",
     "store_pkl", "store_text", "upload",
     "TaskError", "TaskRequest", "request_task", "run_task_backend", "taskfunction",
+    "pin", "pins", "unpin", "whereis",
 ]

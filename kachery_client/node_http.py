@@ -132,6 +132,8 @@ class NodeClient:
         path = (d / "client-auth") if d else None
         try:
             code = path.read_text() if path else ""
+        except PermissionError as e:
+            raise AuthError(f"cannot read the client auth file {path}: {e.strerror}{_group_hint(path)}") from None
         except OSError as e:
             raise AuthError(f"cannot read the node's client auth code from {path} ({e.strerror}). "
                             + _AUTH_HINT) from None
@@ -353,7 +355,7 @@ _AUTH_HINT = ("On a machine other than the node's, set KACHERY_CLIENT_AUTH_CODE 
 
 
 def frame_error(frame: dict[str, Any], sha1: str) -> KacheryError:
-    """An error frame of /loadFile as our error: by its kind (ours, docs/PROTOCOL.md section 15), with
+    """An error frame of /loadFile as our error: by its kind (ours, docs/PROTOCOL.md section 19), with
     the node's reason; a frame without a kind (the original daemon) only ever meant "not found"."""
     kind = frame.get("kind")
     text = str(frame.get("detail") or frame.get("error") or "no reason given")
@@ -405,6 +407,23 @@ def _error_text(r: requests.Response) -> str:
     except ValueError:
         pass
     return r.text.strip()[:500] or f"HTTP {r.status_code}"
+
+
+def _group_hint(path: Path | None) -> str:
+    """For a storage directory shared with a Unix group (`kacheryfs run --group`): name the group."""
+    import grp
+    for p in (path, path.parent) if path is not None else ():
+        try:
+            gid = os.stat(p).st_gid
+        except OSError:
+            continue
+        if gid != 0 and gid not in os.getgroups() and gid != os.getgid():
+            try:
+                name = grp.getgrgid(gid).gr_name
+            except KeyError:
+                name = str(gid)
+            return f" (this node's storage is shared with the Unix group {name!r}, and this user is not in it)"
+    return ""
 
 
 def is_writable_dir(path: Path) -> bool:

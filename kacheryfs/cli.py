@@ -81,10 +81,13 @@ def _is_mount_helper_call(args: list[str]) -> bool:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="node configuration (channels, peers, buckets, cache limit) "
                    "[default: <storage-dir>/kacheryfs.toml if it exists]")
+@click.option("--group", default=None, metavar="GROUP",
+              help="share the storage directory with the users of this Unix group (README: shared storage)")
 @click.option("--auth-rotation-seconds", type=float, default=180.0, show_default=True,
               help="how often the client auth code (<storage-dir>/client-auth) changes")
 def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount: bool, fetch_timeout: float,
-        log_file: str | None, log_level: str, config_path: str | None, auth_rotation_seconds: float) -> None:
+        log_file: str | None, log_level: str, config_path: str | None, group: str | None,
+        auth_rotation_seconds: float) -> None:
     import trio
 
     from kacheryfs.daemon import serve
@@ -93,7 +96,7 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
     _setup_logging(log_file, log_level)
     try:
         node = Node(Path(storage_dir), config_path=Path(config_path).expanduser() if config_path else None,
-                    fetch_timeout=fetch_timeout)
+                    fetch_timeout=fetch_timeout, group=group)
     except PermissionError as e:
         raise click.ClickException(str(e)) from None
     except (KacheryError, OSError) as e:
@@ -179,6 +182,15 @@ def node_id(storage_dir: str) -> None:
         raise click.ClickException(f"no node keys in {path} yet: start the node once (`kacheryfs run`), "
                                    "or pass --storage-dir")
     click.echo(load_or_create_node_keys(path).public_hex)
+
+
+def _register_data_commands() -> None:
+    from kacheryfs.cli_data import COMMANDS
+    for command in COMMANDS:
+        commands.add_command(command)
+
+
+_register_data_commands()
 
 
 def _setup_logging(log_file: str | None, level: str) -> None:

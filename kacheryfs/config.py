@@ -13,6 +13,8 @@ no channel in it: a purely local node. Example:
     peer_serve_rate = "100M"           # optional: at most this many bytes per second to peers
     transfer_grace_seconds = 30        # a transfer nobody waits for stops after this (keeps its chunks)
     partial_max_bytes = "20G"          # partial/ beyond this: oldest abandoned transfers removed first
+    numcopies = 1                      # `kacheryfs drop`: other sources that must hold a content
+    group = "lab"                      # optional: shared storage for this Unix group (README)
 
     [[channel]]
     name = "lab"
@@ -105,6 +107,8 @@ class NodeConfig:
     transfer_grace_seconds: float = 30.0
     partial_max_bytes: int = 20 << 30
     path: Path | None = None
+    numcopies: int = 1
+    group: str | None = None
 
     def channel(self, name: str) -> ChannelConfig | None:
         return next((c for c in self.channels if c.name == name), None)
@@ -159,6 +163,8 @@ class _NodeFile(msgspec.Struct, forbid_unknown_fields=True):
     peer_serve_rate: int | str | None = None
     transfer_grace_seconds: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 30.0
     partial_max_bytes: int | str = 20 << 30
+    numcopies: Annotated[int, msgspec.Meta(ge=0, le=100)] = 1
+    group: str | None = None
 
 
 class _ConfigFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -201,6 +207,8 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
     rate = node.peer_serve_rate
     grace = node.transfer_grace_seconds
     partial_max = parse_size(node.partial_max_bytes, f"{where}: [node] partial_max_bytes")
+    if node.group is not None and not node.group:
+        raise ConfigError(f"{where}: [node] group must be the name of a Unix group")
     return NodeConfig(
         channels=tuple(channels),
         peer_listen=_parse_listen(node.peer_listen, where) if node.peer_listen is not None else None,
@@ -209,6 +217,7 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
         network_gateway=node.network_gateway,
         peer_serve_rate=parse_size(rate, f"{where}: [node] peer_serve_rate") if rate is not None else None,
         transfer_grace_seconds=float(grace), partial_max_bytes=partial_max,
+        numcopies=node.numcopies, group=node.group,
         path=path)
 
 

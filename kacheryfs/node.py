@@ -4,7 +4,8 @@ The HTTP API and the FUSE mount are thin adapters over this object. Its async me
 block the trio loop: file and SQLite work runs in worker threads.
 
 Background services (`run_services`, started by the daemon before the HTTP server): the
-fetcher's transfers, the upload queue (`upload_all` channels) and the cache limit.
+fetcher's transfers, the upload queue (`upload_all` channels) and the cache limit
+(`stored_data.py`: pins, gc, du, whereis, drop, verify live there, as `node.data`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from kacheryfs.background import backoff
 from kacheryfs.config import CONFIG_NAME, NodeConfig, load_config
 from kacheryfs.content.fetcher import STAT_TIMEOUT, Fetcher, Transfer
 from kacheryfs.content.index import NodeIndex
+from kacheryfs.content.lifecycle import Lifecycle
 from kacheryfs.content.ranges import OpenRange, open_local_range, open_transfer_range
+from kacheryfs.content.shared_group import prepare_shared_storage
 from kacheryfs.content.sources import Source, SourceError
 from kacheryfs.content.sources.bucket import BucketSource
 from kacheryfs.content.sources.peer import PeerSource
@@ -40,6 +43,7 @@ from kacheryfs.rate_limit import RateLimiter
 from kacheryfs.security.client_auth import ClientAuth
 from kacheryfs.security.keys import KeyPair, load_or_create_node_keys, write_private_file
 from kacheryfs.security.peer_auth import NonceGuard
+from kacheryfs.stored_data import StoredData
 from kacheryfs.tasks.forwarding import TaskForwarder
 from kacheryfs.tasks.hub import TaskHub
 from kacheryfs.tasks.results import TaskResultIndex, TaskResults
@@ -69,10 +73,16 @@ class Stats:
 
 class Node:
     def __init__(self, storage_dir: Path, *, config: NodeConfig | None = None, config_path: Path | None = None,
-                 fetch_timeout: float = STAT_TIMEOUT):
+                 fetch_timeout: float = STAT_TIMEOUT, group: str | None = None):
         self.storage_dir = storage_dir.expanduser().resolve()
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_storage(self.storage_dir)
+        if config is None:
+            config = load_config(config_path or self.storage_dir / CONFIG_NAME, required=config_path is not None)
+        self.config = config
+        self.group = group or config.group
+        if self.group:
+            prepare_shared_storage(self.storage_dir, self.group)
         self.store = Store(self.storage_dir)
         removed = self.store.clean_stale_temps()
         if removed:
@@ -88,10 +98,8 @@ class Node:
         self.peer_nonces = NonceGuard()          # one-time nonces of acting peer requests
         self.mutables = Mutables(self.storage_dir / "mutables.db")
         self.index = NodeIndex(self.storage_dir / "kacheryfs.db")
+        self.lifecycle = Lifecycle(self.store, self.index)
         self.stats = Stats()
-        if config is None:
-            config = load_config(config_path or self.storage_dir / CONFIG_NAME, required=config_path is not None)
-        self.config = config
         self.peer_serve_limit = RateLimiter(config.peer_serve_rate) if config.peer_serve_rate else None
         self.buckets = {c.name: BucketSource(c.bucket, c.name) for c in config.channels if c.bucket}
         # The peers this node asks (for content, feeds and tasks): those of its download channels.
@@ -109,13 +117,13 @@ class Node:
                                    grace=config.transfer_grace_seconds,
                                    partial_max_bytes=config.partial_max_bytes)
         self._uploads: trio.MemorySendChannel[tuple[str, str]] | None = None
-        self._evict_wanted = trio.Event()
         self.feeds = FeedService(Feeds(self.storage_dir / "feeds.db", self.mutables))
         self.tasks = TaskHub(TaskResults(self.store, TaskResultIndex(self.storage_dir / "kacheryfs.db")),
                              ResultUrls(url_secret(self.keys.seed)))
         self.tasks.forwarder = self.task_forwarder = TaskForwarder(self.tasks, self.download_peers)
         self.feed_replicator = FeedReplicator(
             self.feeds, [peer for peers in self.download_peers.values() for peer in peers])
+        self.data = StoredData(self)
 
     # ---- background services --------------------------------------------------------------
 
@@ -130,8 +138,7 @@ class Node:
             await nursery.start(self.task_forwarder.run)
             self._uploads = send
             nursery.start_soon(self._upload_loop, receive)
-            if self.config.cache_max_bytes:
-                nursery.start_soon(self._cache_limit_loop)
+            await nursery.start(self.data.run)          # index reconcile, then the cache limit
             task_status.started()
 
     async def _upload_loop(self, receive: trio.MemoryReceiveChannel[tuple[str, str]]) -> None:
@@ -175,49 +182,8 @@ class Node:
         return uploaded
 
     def _fetched(self, sha1: str, size: int, source: str) -> None:
-        """Called by the fetcher on the trio loop: the blob is local now, and known elsewhere."""
-        self.index.mark_remote(sha1, size, source)
-        self._evict_wanted.set()
-
-    async def _cache_limit_loop(self) -> None:
-        failures = 0
-        while True:
-            await self._evict_wanted.wait()
-            self._evict_wanted = trio.Event()
-            limit = self.config.cache_max_bytes
-            assert limit
-            try:
-                removed = await trio.to_thread.run_sync(self.evict_to, limit)
-                failures = 0
-            except Exception:           # log, back off, try again: the limit must keep holding
-                failures += 1
-                log.exception("cache limit: eviction failed (attempt %d)", failures)
-                self._evict_wanted.set()
-                await trio.sleep(backoff(failures))
-                continue
-            if removed:
-                log.info("cache limit: evicted %d blobs held by peers or buckets", removed)
-
-    def evict_to(self, limit: int) -> int:
-        """Unlink least recently used blobs that a peer or bucket also holds until the store fits
-        in `limit` bytes. A blob held only here is never evicted. Call from a thread."""
-        _, total = self.count_blobs()
-        removed = 0
-        for sha1, _size in self.index.evictable():
-            if total <= limit:
-                break
-            path = self.store.path_for(sha1)
-            try:
-                size = os.stat(path).st_size
-                path.unlink()
-            except FileNotFoundError:
-                self.index.forget(sha1)
-                continue
-            total -= size
-            removed += 1
-            metrics.note_store_change()
-            self.index.forget(sha1)
-        return removed
+        """Called by the fetcher on the trio loop: the blob is local now, and cached."""
+        self.data.fetched(sha1, size, source)
 
     def close(self) -> None:
         self._lock_file.close()
@@ -275,8 +241,8 @@ class Node:
 
     def _locate_and_touch(self, sha1: str) -> Path | None:
         path = self.store.locate(sha1)
-        if path is not None and self.config.cache_max_bytes:
-            self.index.touch(sha1, os.stat(path).st_size)
+        if path is not None:
+            self.data.used(sha1)
         return path
 
     async def manifest_for(self, sha1: str) -> str | None:
@@ -297,6 +263,7 @@ class Node:
             manifest = hasher.manifest_bytes()
             assert manifest is not None
             known = self.store.add_bytes(manifest).sha1
+            self.lifecycle.stored(known)
             self.index.set_manifest(sha1, known)
             return known
         return await trio.to_thread.run_sync(work)
@@ -310,8 +277,10 @@ class Node:
         def work() -> None:
             if name:
                 self.index.add_name(sha1, name)
+            self.lifecycle.stored(sha1)
             if manifest_sha1:
                 self.index.set_manifest(sha1, manifest_sha1)
+                self.lifecycle.stored(manifest_sha1)
         await trio.to_thread.run_sync(work)
         self.blob_added(sha1)
 
@@ -328,13 +297,14 @@ class Node:
 
         def work() -> bool:
             path = self.store.locate(sha1)
-            if path is None:
+            if path is None or not self.lifecycle.stored(sha1):
                 return False
             metrics.count_stored("client", os.stat(path).st_size)
             if name:
                 self.index.add_name(sha1, name)
             if manifest_sha1 and self.store.has(manifest_sha1):
                 self.index.set_manifest(sha1, manifest_sha1)
+                self.lifecycle.stored(manifest_sha1)
             return True
         if not await trio.to_thread.run_sync(work):
             return False
@@ -343,17 +313,6 @@ class Node:
 
     async def names_for(self, sha1: str) -> list[str]:
         return await trio.to_thread.run_sync(self.index.names_for, check_sha1(sha1))
-
-    def count_blobs(self) -> tuple[int, int]:
-        """(number of blobs, total bytes) in the store; walks the tree, call from a thread."""
-        n = total = 0
-        for sha1 in self.store.iter_hashes():
-            try:
-                total += os.stat(self.store.path_for(sha1)).st_size
-                n += 1
-            except FileNotFoundError:
-                pass
-        return n, total
 
 
 def _check_stored_name(name: str) -> None:

@@ -50,16 +50,7 @@ def fetch_stats(url: str, storage_dir: Path | None) -> tuple[dict[str, Any], Pat
 def print_status(host: str, port: int, storage_dir: Path | None) -> None:
     url = f"http://{host}:{port}"
     stats, storage = fetch_stats(url, storage_dir)
-    count = total = 0
-    if storage is not None:
-        from kachery_client.store import Store
-        store = Store(storage)
-        for sha1 in store.iter_hashes():
-            try:
-                total += store.path_for(sha1).stat().st_size
-                count += 1
-            except FileNotFoundError:
-                pass
+    totals = stats.get("totals") or {}
     echo = click.echo
     echo(f"Node ID:           {stats['nodeId']}")
     echo(f"Storage directory: {stats.get('storageDir', storage)}")
@@ -67,7 +58,9 @@ def print_status(host: str, port: int, storage_dir: Path | None) -> None:
     echo(f"Client API:        {url}")
     echo(f"Peer API:          {stats.get('peerListen') or 'not listening (no [node] peer_listen)'}")
     echo(f"Mount point:       {stats.get('mountPoint') or 'not mounted'}")
-    echo(f"Blobs:             {count} ({total} bytes)")
+    store = totals.get("store", {"count": 0, "bytes": 0})
+    echo(f"Blobs:             {store['count']} ({store['bytes']} bytes): "
+         + ", ".join(f"{totals[k]['count']} {k}" for k in ("owned", "cached", "pinned") if k in totals))
     echo(f"Requests served:   {stats.get('requests', 0)}")
     for c in stats.get("channels", []):
         bucket = f", bucket {c['bucket']}" if c.get("bucket") else ""

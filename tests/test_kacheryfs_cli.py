@@ -33,7 +33,7 @@ def _our_processes() -> set[int]:
 @pytest.mark.parametrize("args", [
     ["nosuchcommand", "--help"],
     ["nosuch", "other"],
-    ["drop", "--help"],
+    ["dorp", "--help"],              # a typo of `drop` (a command since issue 14)
     ["nosuch", "-o", "port=1"],
 ])
 def test_unknown_command_starts_nothing_and_creates_nothing(tmp_path, args):

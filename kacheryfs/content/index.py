@@ -1,11 +1,18 @@
-"""What the node knows about its blobs beyond their bytes: <storage>/kacheryfs.db (SQLite, WAL).
+"""What the node knows about its content beyond the bytes: <storage>/kacheryfs.db (SQLite, WAL).
 
     names(sha1, name)                 names each hash was stored under (the mount lists them)
     manifests(sha1, manifest_sha1)    the manifest blob of each large blob (peers ask for it)
-    blobs(sha1, size, last_used, remote)
-                                      for the cache limit: when a blob was last used, and where
-                                      else it is known to be (a peer or bucket label; NULL = only
-                                      here, never evicted)
+    blobs(sha1, size, kind, last_used, remote, pinned)
+                                      every piece of local content (docs/PROTOCOL.md section 19):
+                                      kind 'owned' (stored here), 'cached' (fetched from `remote`,
+                                      a peer or bucket label) or 'link' (a .link file: the bytes
+                                      live elsewhere); pinned = 1 keeps it from gc
+    quarantine(sha1, size, kind, pinned, reason, at)
+                                      blobs found corrupt, moved to <storage>/quarantine/
+    totals(kind, count, bytes)        running totals per kind ('owned', 'cached', 'link',
+                                      'pinned', 'quarantine'), kept by triggers in the same
+                                      transaction as every insert, update and delete above: a
+                                      total is one row read, never a walk of the store
 
 Synchronous: the node calls it from worker threads; one connection per thread.
 """
@@ -13,9 +20,34 @@ Synchronous: the node calls it from worker threads; one connection per thread.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from kacheryfs.sqlite_db import ThreadLocalDB
+
+KINDS = ("owned", "cached", "link")
+TOTAL_KINDS = (*KINDS, "pinned", "quarantine")
+
+
+def _total_triggers(table: str, kind_expr: str, pinned: bool) -> list[str]:
+    """Triggers that keep `totals` equal to the sums over `table` (and over its pinned rows)."""
+    def add(row: str, sign: str) -> str:
+        kind = kind_expr.replace("ROW", row)
+        sql = (f"UPDATE totals SET count = count {sign} 1, bytes = bytes {sign} {row}.size "
+               f"WHERE kind = {kind};")
+        if pinned:
+            sql += (f"UPDATE totals SET count = count {sign} {row}.pinned, "
+                    f"bytes = bytes {sign} {row}.size * {row}.pinned WHERE kind = 'pinned';")
+        return sql
+    cols = "size, kind, pinned" if pinned else "size"
+    return [
+        f"CREATE TRIGGER IF NOT EXISTS {table}_ins AFTER INSERT ON {table} BEGIN {add('NEW', '+')} END",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_del AFTER DELETE ON {table} BEGIN {add('OLD', '-')} END",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_upd AFTER UPDATE OF {cols} ON {table} "
+        f"BEGIN {add('OLD', '-')} {add('NEW', '+')} END",
+    ]
+
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS names (sha1 TEXT NOT NULL, name TEXT NOT NULL, "
@@ -24,14 +56,74 @@ _SCHEMA = (
     "WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS blobs (sha1 TEXT PRIMARY KEY NOT NULL, size INTEGER NOT NULL DEFAULT 0, "
     "last_used REAL NOT NULL DEFAULT 0, remote TEXT)",
-    "CREATE INDEX IF NOT EXISTS blobs_evictable ON blobs (last_used) WHERE remote IS NOT NULL",
+    "CREATE TABLE IF NOT EXISTS quarantine (sha1 TEXT PRIMARY KEY NOT NULL, size INTEGER NOT NULL, "
+    "kind TEXT NOT NULL, pinned INTEGER NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL)",
 )
+# Added after the first release: blobs gained kind and pinned (old rows with a remote were
+# the evictable ones: cached), and the totals table is filled once from the rows it sums.
+_MIGRATIONS = (
+    ("blobs", "kind", "ALTER TABLE blobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'owned'",
+     "UPDATE blobs SET kind = 'cached' WHERE remote IS NOT NULL"),
+    ("blobs", "pinned", "ALTER TABLE blobs ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0", None),
+)
+_AFTER_MIGRATIONS = (
+    "DROP INDEX IF EXISTS blobs_evictable",
+    # gc and the cache limit read candidates in this order: their cost is the number removed.
+    "CREATE INDEX IF NOT EXISTS blobs_gc ON blobs (last_used) WHERE kind = 'cached' AND pinned = 0",
+    "CREATE INDEX IF NOT EXISTS blobs_pinned ON blobs (sha1) WHERE pinned = 1",
+    *_total_triggers("blobs", "ROW.kind", pinned=True),
+    *_total_triggers("quarantine", "'quarantine'", pinned=False),
+)
+
+
+@dataclass(frozen=True)
+class BlobRecord:
+    sha1: str
+    size: int
+    kind: str
+    last_used: float
+    pinned: bool
+
+
+@dataclass(frozen=True)
+class Total:
+    count: int
+    bytes: int
 
 
 class NodeIndex:
     def __init__(self, db_path: Path):
         self.db = ThreadLocalDB(db_path, schema=_SCHEMA)
         self._conn = self.db.conn
+        self._migrate()
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column, alter, fill in _MIGRATIONS:
+                if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                    conn.execute(alter)
+                    if fill:
+                        conn.execute(fill)
+            if not conn.execute("SELECT name FROM sqlite_master WHERE name = 'totals'").fetchone():
+                conn.execute("CREATE TABLE totals (kind TEXT PRIMARY KEY NOT NULL, count INTEGER NOT NULL, "
+                             "bytes INTEGER NOT NULL) WITHOUT ROWID")
+                conn.executemany("INSERT INTO totals VALUES (?, 0, 0)", [(k,) for k in TOTAL_KINDS])
+                conn.execute("UPDATE totals SET count = (SELECT count(*) FROM blobs b WHERE b.kind = totals.kind), "
+                             "bytes = (SELECT coalesce(sum(size), 0) FROM blobs b WHERE b.kind = totals.kind) "
+                             "WHERE kind IN ('owned', 'cached', 'link')")
+                conn.execute("UPDATE totals SET count = (SELECT count(*) FROM blobs WHERE pinned = 1), "
+                             "bytes = (SELECT coalesce(sum(size), 0) FROM blobs WHERE pinned = 1) "
+                             "WHERE kind = 'pinned'")
+                conn.execute("UPDATE totals SET count = (SELECT count(*) FROM quarantine), "
+                             "bytes = (SELECT coalesce(sum(size), 0) FROM quarantine) WHERE kind = 'quarantine'")
+            for statement in _AFTER_MIGRATIONS:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # ---- names ------------------------------------------------------------------------------
 
@@ -51,25 +143,159 @@ class NodeIndex:
         row = self._conn().execute("SELECT manifest_sha1 FROM manifests WHERE sha1 = ?", (sha1,)).fetchone()
         return row[0] if row else None
 
-    # ---- the cache limit --------------------------------------------------------------------
+    def manifests(self) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self._conn().execute("SELECT sha1, manifest_sha1 FROM manifests")]
 
-    def touch(self, sha1: str, size: int) -> None:
+    # ---- kinds ------------------------------------------------------------------------------
+
+    def record_owned(self, sha1: str, size: int, kind: str = "owned") -> None:
+        """Content stored here ('owned') or linked here ('link'). Owned wins over cached (the
+        same bytes stored by a client are the client's now); a blob replaces its link."""
         self._conn().execute(
-            "INSERT INTO blobs (sha1, size, last_used) VALUES (?, ?, ?) "
-            "ON CONFLICT(sha1) DO UPDATE SET last_used = excluded.last_used, size = excluded.size",
-            (sha1, size, time.time()))
+            "INSERT INTO blobs (sha1, size, last_used, kind) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(sha1) DO UPDATE SET size = excluded.size, kind = CASE "
+            "WHEN blobs.kind = 'link' OR excluded.kind = 'owned' THEN excluded.kind ELSE blobs.kind END",
+            (sha1, size, time.time(), kind))
+
+    def record_cached(self, sha1: str, size: int, where: str) -> None:
+        """Content fetched from `where`. A blob already owned stays owned."""
+        self._conn().execute(
+            "INSERT INTO blobs (sha1, size, last_used, remote, kind) VALUES (?, ?, ?, ?, 'cached') "
+            "ON CONFLICT(sha1) DO UPDATE SET remote = excluded.remote, size = excluded.size, "
+            "last_used = excluded.last_used, "
+            "kind = CASE WHEN blobs.kind = 'link' THEN 'cached' ELSE blobs.kind END",
+            (sha1, size, time.time(), where))
 
     def mark_remote(self, sha1: str, size: int, where: str) -> None:
+        """A bucket or peer holds this content too (an upload): its kind does not change."""
         self._conn().execute(
             "INSERT INTO blobs (sha1, size, last_used, remote) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(sha1) DO UPDATE SET remote = excluded.remote, size = excluded.size",
             (sha1, size, time.time(), where))
 
-    def evictable(self) -> list[tuple[str, int]]:
-        """(sha1, size) of blobs held elsewhere too, least recently used first."""
-        rows = self._conn().execute(
-            "SELECT sha1, size FROM blobs WHERE remote IS NOT NULL ORDER BY last_used")
-        return [(r[0], r[1]) for r in rows]
+    def touch(self, sha1: str) -> None:
+        self._conn().execute("UPDATE blobs SET last_used = ? WHERE sha1 = ?", (time.time(), sha1))
 
-    def forget(self, sha1: str) -> None:
-        self._conn().execute("DELETE FROM blobs WHERE sha1 = ?", (sha1,))
+    def get(self, sha1: str) -> BlobRecord | None:
+        row = self._conn().execute("SELECT sha1, size, kind, last_used, pinned FROM blobs WHERE sha1 = ?",
+                                   (sha1,)).fetchone()
+        return BlobRecord(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
+
+    def forget(self, sha1: str, *, only_kind: str | None = None, unpinned: bool = False) -> int | None:
+        """Delete the record (before its file is removed). With `only_kind`/`unpinned`, only if it
+        still is of that kind and unpinned: gc's check and delete are one statement, so a pin
+        that lands first keeps the blob. The deleted record's size, or None if none was deleted."""
+        sql, args = "DELETE FROM blobs WHERE sha1 = ?", [sha1]
+        if only_kind is not None:
+            sql += " AND kind = ?"
+            args.append(only_kind)
+        if unpinned:
+            sql += " AND pinned = 0"
+        row = self._conn().execute(sql + " RETURNING size", args).fetchone()
+        return row[0] if row else None
+
+    def forget_cached(self, sha1s: list[str]) -> list[tuple[str, int]]:
+        """gc: delete the records of those still cached and unpinned, in one transaction (one
+        commit per page of a pass). (sha1, size) of the records deleted."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = []
+            for sha1 in sha1s:
+                row = conn.execute("DELETE FROM blobs WHERE sha1 = ? AND kind = 'cached' AND pinned = 0 "
+                                   "RETURNING size", (sha1,)).fetchone()
+                if row:
+                    out.append((sha1, row[0]))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return out
+
+    def gc_candidates(self, before: float | None, limit: int) -> list[tuple[str, int, float]]:
+        """(sha1, size, last_used) of cached unpinned blobs, least recently used first."""
+        if before is None:
+            rows = self._conn().execute(
+                "SELECT sha1, size, last_used FROM blobs WHERE kind = 'cached' AND pinned = 0 "
+                "ORDER BY last_used LIMIT ?", (limit,))
+        else:
+            rows = self._conn().execute(
+                "SELECT sha1, size, last_used FROM blobs WHERE kind = 'cached' AND pinned = 0 "
+                "AND last_used < ? ORDER BY last_used LIMIT ?", (before, limit))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def all_sha1s(self) -> set[str]:
+        return {r[0] for r in self._conn().execute("SELECT sha1 FROM blobs")}
+
+    # ---- pins -------------------------------------------------------------------------------
+
+    def set_pinned(self, sha1: str, pinned: bool) -> bool:
+        """True if the content has a record (pinning needs the content local first)."""
+        return self._conn().execute("UPDATE blobs SET pinned = ? WHERE sha1 = ?",
+                                    (int(pinned), sha1)).rowcount > 0
+
+    def pinned(self) -> list[tuple[str, int]]:
+        return [(r[0], r[1]) for r in
+                self._conn().execute("SELECT sha1, size FROM blobs WHERE pinned = 1 ORDER BY sha1")]
+
+    # ---- quarantine -------------------------------------------------------------------------
+
+    def quarantine(self, sha1: str, size: int, reason: str) -> BlobRecord | None:
+        """Move the record into `quarantine` (one transaction); the previous record, if any."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            old = self.get(sha1)
+            conn.execute("DELETE FROM blobs WHERE sha1 = ?", (sha1,))
+            # an upsert, not INSERT OR REPLACE: REPLACE's implicit delete fires no trigger
+            conn.execute("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sha1) DO UPDATE SET "
+                         "size = excluded.size, kind = excluded.kind, pinned = excluded.pinned, "
+                         "reason = excluded.reason, at = excluded.at",
+                         (sha1, size, old.kind if old else "owned", int(old.pinned) if old else 0,
+                          reason, time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return old
+
+    def quarantined(self, sha1: str) -> tuple[str, bool] | None:
+        """(kind, pinned) the content had before it was quarantined, or None."""
+        row = self._conn().execute("SELECT kind, pinned FROM quarantine WHERE sha1 = ?", (sha1,)).fetchone()
+        return (row[0], bool(row[1])) if row else None
+
+    def quarantined_all(self) -> list[str]:
+        return [r[0] for r in self._conn().execute("SELECT sha1 FROM quarantine ORDER BY at")]
+
+    def release_quarantine(self, sha1: str) -> None:
+        self._conn().execute("DELETE FROM quarantine WHERE sha1 = ?", (sha1,))
+
+    # ---- totals -----------------------------------------------------------------------------
+
+    def totals(self) -> dict[str, Total]:
+        return {r[0]: Total(r[1], r[2]) for r in self._conn().execute("SELECT kind, count, bytes FROM totals")}
+
+    def reconcile(self, present: Iterable[tuple[str, int, str]], gone: Callable[[str], bool]) -> tuple[int, int]:
+        """Make the records match what is on disk: `present` yields (sha1, size, kind) of every
+        blob and link found. Unknown content becomes owned (a client stored it while no node
+        ran); a record whose content `gone(sha1)` confirms absent is deleted. (added, removed)."""
+        conn = self._conn()
+        known = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT sha1, size, kind FROM blobs")}
+        added = 0
+        seen = set()
+        for sha1, size, kind in present:
+            seen.add(sha1)
+            record = known.get(sha1)
+            if record is None:
+                # OR IGNORE: a fetch recorded meanwhile keeps its kind
+                added += conn.execute("INSERT OR IGNORE INTO blobs (sha1, size, last_used, kind) "
+                                      "VALUES (?, ?, ?, ?)", (sha1, size, time.time(), kind)).rowcount
+            elif record[0] != size or (record[1] == "link") != (kind == "link"):
+                new_kind = "link" if kind == "link" else ("owned" if record[1] == "link" else record[1])
+                conn.execute("UPDATE blobs SET size = ?, kind = ? WHERE sha1 = ?", (size, new_kind, sha1))
+                added += 1
+        removed = 0
+        for sha1 in set(known) - seen:
+            if gone(sha1) and self.forget(sha1) is not None:
+                removed += 1
+        return added, removed

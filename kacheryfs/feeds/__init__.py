@@ -2,7 +2,8 @@
 
 `store` keeps feeds in feeds.db (the original daemon's schema) and checks every signature chain;
 `mutables` is mutables.db; `service` adds waiting for new messages (long polls) on the trio loop;
-`replication` follows feeds owned by other nodes through the peer API.
+`replication` follows feeds owned by other nodes through the peer API; `chains` re-checks every
+stored subfeed's chain for `kacheryfs verify`.
 
 May import: kacheryfs.security, kacheryfs.content.sources, kacheryfs.background,
 kacheryfs.sqlite_db and kachery_client's pure modules. Never an edge.

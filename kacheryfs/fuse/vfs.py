@@ -380,7 +380,8 @@ class VFS:
             else:
                 progress = f"{t.bytes_present}/{t.size}" if t is not None and t.ready.is_set() else "0/0"
             return {"sha1": e.sha1.encode(), "uri": format_file_uri(e.sha1, e.name or "").encode(),
-                    "cached": b"1" if path is not None else b"0", "progress": progress.encode()}
+                    "cached": b"1" if path is not None else b"0", "progress": progress.encode(),
+                    "pinned": b"1" if e.sha1 in self.node.lifecycle.pinned else b"0"}
         if e.kind == "incoming":
             inc = self.incoming(ino)
             if inc.sha1 is None:

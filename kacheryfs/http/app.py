@@ -31,6 +31,7 @@ from kacheryfs.http.client_routes import (
     stats,
     store,
 )
+from kacheryfs.http.data_routes import verify
 from kacheryfs.http.peer_routes import peer_routes
 from kacheryfs.http.request_metrics import RequestMetrics
 from kacheryfs.http.status_data import StatusSource
@@ -95,6 +96,7 @@ def make_app(node: Node, halt_event: trio.Event, extra_routes: list[Route] | Non
         Route("/downloadFileData", download_file_data, methods=["POST"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/halt", halt, methods=["GET"]),
+        Route("/kacheryfs/verify", verify, methods=["POST"]),
         *peer_routes(),
         *TASK_RESULT_ROUTES,
         *status_page.ROUTES,

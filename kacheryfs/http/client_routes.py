@@ -26,6 +26,7 @@ from kacheryfs.content.fetcher import Transfer
 from kacheryfs.exception_groups import first_error
 from kacheryfs.feeds.mutables import is_private_key
 from kacheryfs.http import schemas as s
+from kacheryfs.http.data_routes import DATA_ROUTES
 from kacheryfs.http.errors import INTERNAL, deliberate, error_response, kind_and_status, response_for
 from kacheryfs.http.feed_routes import FEED_ROUTES
 from kacheryfs.http.status import node_status
@@ -57,6 +58,9 @@ async def link_file(node: Node, body: s.LinkFile) -> dict[str, Any]:
         raise UsageError(f"localFilePath must be absolute: {path!r}")
     with storage_errors():
         blob = await trio.to_thread.run_sync(lambda: node.store.link(path, body.size, body.mtime))
+    for recorded in (blob.sha1, blob.manifest_sha1):
+        if recorded:
+            await trio.to_thread.run_sync(node.lifecycle.stored, recorded)
     return {"success": True, "error": None, "sha1": blob.sha1, "manifestSha1": blob.manifest_sha1}
 
 
@@ -120,6 +124,7 @@ JSON_ROUTES: dict[str, Route] = {
     "/createSignedFileUploadUrl": (s.AnyObject, create_signed_file_upload_url),
     **FEED_ROUTES,
     **TASK_HANDLERS,
+    **DATA_ROUTES,
 }
 
 
@@ -266,14 +271,14 @@ async def load_file(request: Request) -> Response:
 
 
 def progress_frame(t: Transfer) -> dict[str, Any]:
-    """docs/PROTOCOL.md 4.3, plus ours (section 15): where the bytes come from and how fast."""
+    """docs/PROTOCOL.md 4.3, plus ours (section 17): where the bytes come from and how fast."""
     elapsed = max(time.monotonic() - t.started, 1e-3)
     return {"type": "progress", "bytesLoaded": t.bytes_present, "bytesTotal": t.size,
             "source": t.source, "bytesPerSecond": int(t.bytes_present / elapsed)}
 
 
 def error_frame(e: BaseException, sha1: str) -> dict[str, Any]:
-    """An error frame: `kind` (ours, docs/PROTOCOL.md section 15) before the original's `error`.
+    """An error frame: `kind` (ours, docs/PROTOCOL.md section 19) before the original's `error`.
     Absent content keeps the original's text (client 1.2.0 shows it) with the node's reason in
     `detail`; other errors carry the reason itself."""
     known = deliberate(e)
@@ -316,7 +321,7 @@ async def download_file_data(request: Request) -> Response:
     node: Node = request.app.state.node
     try:
         body = s.decode(await s.read_body(request), s.DownloadFileData)
-        # Ours (section 15): a range of content still arriving is served once its chunks are
+        # Ours (section 17): a range of content still arriving is served once its chunks are
         # verified; clampEnd cuts an end past the file's size, as `kachery-cat --end` does.
         rng = await node.open_range(check_sha1(body.fileKey.sha1), body.startByte, body.endByte,
                                     clamp_end=body.clampEnd)

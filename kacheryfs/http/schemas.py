@@ -102,6 +102,35 @@ class DownloadFileData(Struct):
     clampEnd: bool = False           # ours: an end past the file's size is cut to it
 
 
+# ---- stored data (ours, docs/PROTOCOL.md section 19; handlers in data_routes.py) ------------
+
+UriText = Annotated[str, Meta(min_length=1, max_length=8192)]     # a sha1:// URI or a bare hash
+Days = Annotated[float, Meta(ge=0, le=1e6)]
+
+
+class Uris(Struct):
+    uris: Annotated[list[UriText], Meta(min_length=1, max_length=10_000)]
+
+
+class OneUri(Struct):
+    uri: UriText
+
+
+class Drop(Struct):
+    uri: UriText
+    force: bool = False
+
+
+class Gc(Struct):
+    targetBytes: NonNegInt = 0
+    olderThanDays: Days | None = None
+    dryRun: bool = False
+
+
+class Verify(Struct):
+    repair: bool = False
+
+
 class LinkFile(Struct):
     localFilePath: FilePath
     size: NonNegInt

@@ -1,5 +1,5 @@
 """What `kacheryfs status` shows beyond the original's /stats: where the node listens and is
-mounted, its config file, transfers in progress and what partial/ holds (docs/PROTOCOL.md 17.3)."""
+mounted, its config file, transfers in progress, what partial/ holds and the store's running totals (docs/PROTOCOL.md 17.3)."""
 
 from __future__ import annotations
 
@@ -28,4 +28,5 @@ async def node_status(node: Node) -> dict[str, Any]:
         "configFile": str(node.config.path) if node.config.path else None,
         "transfers": transfers,
         "partial": {"count": len(partial), "bytes": sum(p.disk_bytes for p in partial)},
+        "totals": await node.data.du(),          # running totals in kacheryfs.db: no walk of the store
     }

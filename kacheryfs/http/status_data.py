@@ -50,10 +50,10 @@ class StorageTotals:
 
 
 def count_totals(node: Node) -> StorageTotals:
-    """Walk the store once (call from a thread): the totals `kacheryfs status` prints."""
-    blobs, total = node.count_blobs()
-    cache = sum(size for _, size in node.index.evictable())
-    return StorageTotals(blobs, total, min(cache, total))
+    """The running totals kept in kacheryfs.db (call from a thread): one query, no walk."""
+    du = node.lifecycle.du()
+    store, cached = du.get("store", {}), du.get("cached", {})
+    return StorageTotals(store.get("count", 0), store.get("bytes", 0), cached.get("bytes", 0))
 
 
 class RecentErrors(logging.Handler):

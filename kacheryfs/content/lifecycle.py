@@ -1,0 +1,262 @@
+"""The life of local content after it is written: kinds, use, garbage collection, du, quarantine.
+
+`Lifecycle` keeps NodeIndex's records (kind, size, last use, pins) in step with the store and is
+the one place that removes content from sha1/ (gc, the cache limit, drop, quarantine). Removal
+order: the record goes first (one conditional DELETE, so a pin that lands first wins), then the
+file. A blob that is open stays readable to its reader (unlink semantics).
+
+Cost: gc and the cache limit read candidates from an index in least-recently-used order and the
+running totals (index.py): a pass costs the number of blobs it removes, never the store's size.
+Only `reconcile` (once at node start, and in verify) walks the store.
+
+Synchronous: called from worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kachery_client.store import Store
+from kachery_client.uri import is_sha1
+from kacheryfs import metrics
+from kacheryfs.content.index import NodeIndex
+
+log = logging.getLogger(__name__)
+GC_FIRST_PAGE = 8
+GC_PAGE = 512
+DAY = 86400.0
+
+
+@dataclass
+class GcResult:
+    removed: list[tuple[str, int]] = field(default_factory=list)     # (sha1, size)
+    freed: int = 0
+    dry_run: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"removed": [{"sha1": s, "size": n} for s, n in self.removed], "freed": self.freed,
+                "dryRun": self.dry_run}
+
+
+@dataclass(frozen=True)
+class Found:
+    """One piece of content found on disk by a walk."""
+    sha1: str
+    path: Path          # the blob, or the .link file
+    size: int           # the blob's size, or the size the link records
+    is_link: bool
+
+
+def walk(store: Store, top: str | None = None) -> Iterator[Found]:
+    """Every blob and .link under sha1/ (or under sha1/<top>/ only): a full walk, for verify and
+    reconcile only. Strings and d_type, one stat per blob: the walk is most of a small file's cost."""
+    tops = [top] if top is not None else top_dirs(store)
+    for d1 in tops:
+        for d2 in _subdirs(os.path.join(store.sha1_dir, d1)):
+            for d3 in _subdirs(d2):
+                try:
+                    with os.scandir(d3) as it:
+                        entries = list(it)
+                except OSError:
+                    continue
+                for e in entries:
+                    name = e.name
+                    if len(name) == 40 and is_sha1(name):
+                        try:
+                            st = e.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue
+                        if stat.S_ISREG(st.st_mode):
+                            yield Found(name, Path(e.path), st.st_size, False)
+                    elif name.endswith(".link") and is_sha1(name[:-5]) and not os.path.exists(e.path[:-5]):
+                        link = store.read_link(name[:-5])
+                        if link is not None:
+                            yield Found(name[:-5], Path(e.path), link.size, True)
+
+
+def top_dirs(store: Store) -> list[str]:
+    """The names of sha1/'s first level (aa): units of work for a parallel walk."""
+    try:
+        with os.scandir(store.sha1_dir) as it:
+            return [e.name for e in it if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+def _subdirs(path: str) -> list[str]:
+    try:
+        with os.scandir(path) as it:
+            return [e.path for e in it if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+class Lifecycle:
+    def __init__(self, store: Store, index: NodeIndex):
+        self.store = store
+        self.index = index
+        self.quarantine_dir = store.root / "quarantine"
+        self.partial_dir = store.root / "partial"
+        self.pinned: set[str] = {sha1 for sha1, _ in index.pinned()}     # read on the loop (xattrs)
+
+    # ---- records ----------------------------------------------------------------------------
+
+    def stored(self, sha1: str) -> bool:
+        """Content was stored or linked here: record it as owned (or link). False if absent."""
+        path = self.store.locate(sha1)
+        if path is None:
+            return False
+        is_link = path != self.store.path_for(sha1)
+        self.index.record_owned(sha1, os.stat(path).st_size, "link" if is_link else "owned")
+        return True
+
+    def fetched(self, sha1: str, size: int, source: str) -> None:
+        self.index.record_cached(sha1, size, source)
+
+    def used(self, sha1: str) -> None:
+        self.index.touch(sha1)
+
+    def reconcile(self) -> tuple[int, int]:
+        """Records := what is on disk (one walk). (records added or fixed, records removed)."""
+        found = ((f.sha1, f.size, "link" if f.is_link else "owned") for f in walk(self.store))
+        added, removed = self.index.reconcile(found, gone=lambda sha1: self.store.locate(sha1) is None)
+        if added or removed:
+            log.info("index reconciled with the store: %d records added or fixed, %d removed", added, removed)
+        return added, removed
+
+    # ---- removal ----------------------------------------------------------------------------
+
+    def remove(self, sha1: str, *, only_kind: str | None = None, unpinned: bool = False) -> int | None:
+        """Forget and delete the content (blob or link). Its size, or None if it was not removed
+        (no record, or no longer of that kind / pinned)."""
+        size = self.index.forget(sha1, only_kind=only_kind, unpinned=unpinned)
+        if size is None:
+            return None
+        self.pinned.discard(sha1)
+        self._unlink(sha1)
+        return size
+
+    def _unlink(self, sha1: str) -> None:
+        metrics.note_store_change()
+        try:
+            self.store.path_for(sha1).unlink()
+        except FileNotFoundError:           # a link's record (a blob replaces its link)
+            try:
+                self.store.link_path_for(sha1).unlink()
+            except FileNotFoundError:
+                pass
+
+    def gc(self, target_bytes: int = 0, older_than_days: float | None = None, dry_run: bool = False) -> GcResult:
+        """Remove cached, unpinned blobs, least recently used first, until the cached ones total
+        at most `target_bytes` (0: all) or none older than `older_than_days` remains."""
+        before = time.time() - older_than_days * DAY if older_than_days is not None else None
+        cached = self.index.totals()["cached"].bytes
+        result = GcResult(dry_run=dry_run)
+        seen: set[str] = set()
+        want = GC_FIRST_PAGE          # small first: a pass that frees a few blobs reads a few rows
+        while cached > target_bytes:
+            page = [c for c in self.index.gc_candidates(before, want + len(seen) if dry_run else want)
+                    if c[0] not in seen]
+            want = min(want * 4, GC_PAGE)
+            if not page:
+                break
+            chosen = []
+            expected = cached
+            for sha1, size, _ in page:
+                if expected <= target_bytes:
+                    break
+                seen.add(sha1)
+                chosen.append(sha1)
+                expected -= size
+            gone = [(sha1, size) for sha1, size, _ in page[:len(chosen)]] if dry_run \
+                else self.index.forget_cached(chosen)          # rows first (one commit), then files
+            for sha1, size in gone:
+                if not dry_run:
+                    self._unlink(sha1)
+                result.removed.append((sha1, size))
+                result.freed += size
+                cached -= size
+        return result
+
+    def enforce_cache_limit(self, limit: int) -> GcResult:
+        """`cache_max_bytes`: the store (owned + cached blobs) fits in `limit`, by removing cached
+        blobs only (owned and pinned content is never removed)."""
+        totals = self.index.totals()
+        if totals["owned"].bytes + totals["cached"].bytes <= limit:
+            return GcResult()
+        return self.gc(max(0, limit - totals["owned"].bytes))
+
+    # ---- quarantine -------------------------------------------------------------------------
+
+    def quarantine(self, sha1: str, is_link: bool, reason: str) -> None:
+        """Move corrupt content out of sha1/ into quarantine/ (never served again) and record why."""
+        self.quarantine_dir.mkdir(exist_ok=True)
+        src = self.store.link_path_for(sha1) if is_link else self.store.path_for(sha1)
+        dest = self.quarantine_dir / (sha1 + (".link" if is_link else ""))
+        try:
+            size = os.stat(src).st_size
+            os.replace(src, dest)
+        except FileNotFoundError:
+            return
+        record = self.index.get(sha1)
+        self.index.quarantine(sha1, record.size if record else size, reason)
+        self.pinned.discard(sha1)
+        log.warning("sha1://%s quarantined in %s: %s", sha1, dest, reason)
+
+    def restored(self, sha1: str) -> None:
+        """Content quarantined earlier is whole again (repaired): its old kind and pin return."""
+        before = self.index.quarantined(sha1)
+        kind, pinned = before if before else ("cached", False)
+        if kind != "cached":
+            self.stored(sha1)
+        if pinned:
+            self.index.set_pinned(sha1, True)
+            self.pinned.add(sha1)
+        self.index.release_quarantine(sha1)
+        for leftover in (self.quarantine_dir / sha1, self.quarantine_dir / (sha1 + ".link")):
+            try:
+                leftover.unlink()
+            except FileNotFoundError:
+                pass
+
+    # ---- pins -------------------------------------------------------------------------------
+
+    def pin(self, sha1: str) -> bool:
+        if not self.index.set_pinned(sha1, True):
+            if not self.stored(sha1):        # local but unrecorded (e.g. a task result)
+                return False
+            self.index.set_pinned(sha1, True)
+        self.pinned.add(sha1)
+        return True
+
+    def unpin(self, sha1: str) -> bool:
+        self.pinned.discard(sha1)
+        return self.index.set_pinned(sha1, False)
+
+    # ---- du ---------------------------------------------------------------------------------
+
+    def du(self) -> dict[str, dict[str, int]]:
+        """Bytes and counts by kind, from the running totals (partial transfers: one small dir)."""
+        totals = self.index.totals()
+        out = {kind: {"count": t.count, "bytes": t.bytes} for kind, t in totals.items()}
+        out["links"] = out.pop("link")
+        part = {"count": 0, "bytes": 0}
+        try:
+            with os.scandir(self.partial_dir) as it:
+                for e in it:
+                    if e.name.endswith(".part"):
+                        part["count"] += 1
+                        part["bytes"] += e.stat().st_blocks * 512        # what it really takes on disk
+        except FileNotFoundError:
+            pass
+        out["partial"] = part
+        out["store"] = {"count": out["owned"]["count"] + out["cached"]["count"],
+                        "bytes": out["owned"]["bytes"] + out["cached"]["bytes"]}
+        return out
