@@ -31,7 +31,6 @@ from .errors import (
     NodeUnavailableError,
     NotFoundError,
     TransferError,
-    UsageError,
 )
 from .store import StoredBlob
 from .uri import FileURI
@@ -42,7 +41,7 @@ PROBE_CACHE_SECONDS = 10.0
 # The node's error kinds (HTTP error bodies, /store failures, /loadFile error frames; docs/PROTOCOL.md
 # section 15) -> our errors. Anything else is a NodeError.
 KIND_ERRORS: dict[str, type[KacheryError]] = {
-    "invalid": UsageError, "auth": AuthError, "not-found": NotFoundError, "integrity": IntegrityError,
+    "auth": AuthError, "not-found": NotFoundError, "integrity": IntegrityError,
     "source-failed": TransferError, "local-storage": LocalStorageError,
 }
 AUTH_CACHE_SECONDS = 60.0

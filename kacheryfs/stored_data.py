@@ -18,7 +18,7 @@ import trio
 from kachery_client.errors import KacheryError, NotFoundError, UsageError
 from kachery_client.hashing import CHUNK_SIZE
 from kachery_client.uri import check_sha1, format_file_uri
-from kacheryfs.background import BackgroundHost
+from kacheryfs.background import BackgroundHost, backoff
 from kacheryfs.content.lifecycle import GcResult
 from kacheryfs.content.sources import Source
 from kacheryfs.content.sources.peer import PeerSource
@@ -59,10 +59,23 @@ class StoredData(BackgroundHost):
             await trio.sleep_forever()
 
     async def _maintain(self) -> None:
-        await trio.to_thread.run_sync(self.lifecycle.reconcile)
+        """Reconcile the records once, then hold the cache limit after every fetch. An unexpected
+        error is logged and retried after a backoff: the limit must keep holding."""
+        try:
+            await trio.to_thread.run_sync(self.lifecycle.reconcile)
+        except Exception:
+            log.exception("reconciling kacheryfs.db with the store failed; totals may be off until the next start")
         limit = self.node.config.cache_max_bytes
+        failures = 0
         while limit:
-            result = await trio.to_thread.run_sync(self.lifecycle.enforce_cache_limit, limit)
+            try:
+                result = await trio.to_thread.run_sync(self.lifecycle.enforce_cache_limit, limit)
+            except Exception:
+                failures += 1
+                log.exception("cache limit: eviction failed (attempt %d)", failures)
+                await trio.sleep(backoff(failures))
+                continue
+            failures = 0
             if result.removed:
                 log.info("cache limit: removed %d cached blobs (%d bytes)", len(result.removed), result.freed)
             await self._limit_wanted.wait()

@@ -130,7 +130,7 @@ def test_node_messages_are_the_reason_without_internals(tmp_path):
         (tmp_path / "f.txt").write_text("x")
         r = run_cli("kachery-store", "--upload", "nochan", str(tmp_path / "f.txt"), env=client_env(node))
         err = _one_line(r.stderr.decode())
-        assert r.returncode == 2 and "not a member of channel 'nochan'" in err, err      # a usage mistake
+        assert r.returncode == 1 and "not a member of channel 'nochan'" in err, err
         assert "HTTP" not in err and "{" not in err
 
 

@@ -16,16 +16,17 @@ def _tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def _our_processes() -> set[int]:
-    """Processes whose command line runs kacheryfs, other than pytest itself."""
+def _processes_of(marker: Path) -> set[int]:
+    """Processes whose environment names `marker` (this test's directory): only what the command
+    under test started can carry it, whatever else runs on the machine."""
     found = set()
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                cmd = (d / "cmdline").read_bytes()
+                environ = (d / "environ").read_bytes()
             except OSError:
                 continue
-            if b"kacheryfs" in cmd and b"pytest" not in cmd:
+            if str(marker).encode() in environ:
                 found.add(int(d.name))
     return found
 
@@ -38,13 +39,13 @@ def _our_processes() -> set[int]:
 ])
 def test_unknown_command_starts_nothing_and_creates_nothing(tmp_path, args):
     (tmp_path / "existing").mkdir()
-    before_files, before_procs = _tree(tmp_path), _our_processes()
+    before_files = _tree(tmp_path)
     env = {**os.environ, "KACHERY_STORAGE_DIR": str(tmp_path / "storage"), "HOME": str(tmp_path)}
     r = subprocess.run(KACHERYFS + args, cwd=tmp_path, capture_output=True, timeout=60, env=env)
     assert r.returncode != 0
     assert b"No such command" in r.stderr or b"Usage" in r.stderr, r.stderr
     assert _tree(tmp_path) == before_files
-    assert _our_processes() - before_procs == set()
+    assert _processes_of(tmp_path) == set()        # nothing started (a daemon would inherit the env)
 
 
 def test_mount_helper_form_needs_two_existing_directories(tmp_path):

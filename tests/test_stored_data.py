@@ -200,7 +200,7 @@ def test_whereis_lists_the_peer_and_the_bucket(tmp_path, s3):
         # A load nobody can serve names each source asked and its answer.
         failed = run_cli("kachery-cat", nobody, env=client_env(b))
         err = failed.stderr.decode()
-        assert failed.returncode == 1 and f"peer http://127.0.0.1:{port_a}" in err and "bucket s3://" in err
+        assert failed.returncode == 3 and f"peer http://127.0.0.1:{port_a}" in err and "bucket s3://" in err
         assert err.count("not found") >= 2, err
 
 

@@ -121,7 +121,7 @@ class SourceSearch:
                                     + "; ".join(f"{label} {why}" for label, why in problems.items())
                                     + (f" ({len(missing)} other source(s) do not have it)" if missing else ""))
             raise NotFoundError(f"sha1://{sha1} is not on this node nor on any of its {len(self.sources)} sources "
-                                "(asked: " + ", ".join(src.label for src in missing) + ")")
+                                "(asked: " + "; ".join(f"{src.label}: not found" for src in missing) + ")")
         answers.sort(key=lambda a: (a[1].kind != "peer", a[0]))
         return [(src, info) for _, src, info in answers]
 

@@ -173,7 +173,9 @@ class VFS:
         ino = self.content.ref(sha1, kind)
         if ino is None:
             return self.content_ino(sha1, kind)
-        if kind == BLOB and name is not None:
+        # The name the content was last reached by (open records it as fetched under it); the
+        # hash itself, which lists a content with no known name, never replaces a real one.
+        if kind == BLOB and name is not None and (name != sha1 or ino not in self.content.names):
             self.content.names[ino] = name
         return ino
 

@@ -107,22 +107,22 @@ def test_no_handler_lets_a_non_fuse_error_out(node, tmp_path):
 
 def test_cache_limit_loop_survives_an_unexpected_error(node, monkeypatch):
     calls = []
+    enforce = node.lifecycle.enforce_cache_limit
 
-    def evict_to(limit):
+    def failing_once(limit):
         calls.append(limit)
         if len(calls) == 1:
             raise RuntimeError("injected: the index is broken")
-        return 0
-    monkeypatch.setattr(node, "evict_to", evict_to)
+        return enforce(limit)
+    monkeypatch.setattr(node.lifecycle, "enforce_cache_limit", failing_once)
 
     async def main():
         async with trio.open_nursery() as nursery:
-            await nursery.start(node.run_services)
-            node._evict_wanted.set()
+            await nursery.start(node.run_services)       # the first pass runs at start, and fails
             with trio.fail_after(10):
                 while len(calls) < 2:          # retried after the backoff, without a new request
                     await trio.sleep(0.01)
-            node._evict_wanted.set()
+            node.data._limit_wanted.set()
             with trio.fail_after(10):
                 while len(calls) < 3:          # and still serving later requests
                     await trio.sleep(0.01)
