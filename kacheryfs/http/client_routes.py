@@ -195,22 +195,34 @@ async def _receive_into(request: Request, writer: BlobWriter) -> None:
     (at most STORE_QUEUE batches in flight: memory stays bounded)."""
     send, receive = trio.open_memory_channel[bytearray](STORE_QUEUE)
 
+    refused: list[BaseException] = []          # what stopped the writer (a full disk, ...)
+
     async def write_batches() -> None:
         async with receive:
             async for batch in receive:
-                await trio.to_thread.run_sync(writer.write, batch)
+                try:
+                    await trio.to_thread.run_sync(writer.write, batch)
+                except BaseException as e:
+                    refused.append(e)
+                    raise
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(write_batches)
-        async with send:
-            batch = bytearray()
-            async for chunk in request.stream():
-                batch += chunk
-                if len(batch) >= STORE_BATCH:
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_batches)
+            async with send:
+                batch = bytearray()
+                async for chunk in request.stream():
+                    batch += chunk
+                    if len(batch) >= STORE_BATCH:
+                        await send.send(batch)
+                        batch = bytearray()
+                if batch:
                     await send.send(batch)
-                    batch = bytearray()
-            if batch:
-                await send.send(batch)
+    except (trio.BrokenResourceError, BaseExceptionGroup):
+        # The body may see only the closed channel: the writer's own error is what happened.
+        if refused:
+            raise refused[0] from None
+        raise
 
 
 def _frame(obj: dict[str, Any]) -> bytes:
