@@ -5,6 +5,6 @@ keeps finished pure-calculation results (content in the store, an index in SQLit
 and checks the result upload and download URLs; `forwarding` sends requests no local backend
 serves to the channel's peers and mirrors their statuses.
 
-May import: kacheryfs.security, kacheryfs.content.sources, kacheryfs.background,
-kacheryfs.sqlite_db and kachery_client's pure modules. Never an edge.
+May import: kacheryfs.security, kacheryfs.content.sources, the top-level helpers
+(kacheryfs.background, .sqlite_db, .metrics) and kachery_client's pure modules. Never an edge.
 """
