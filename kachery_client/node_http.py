@@ -290,8 +290,8 @@ _AUTH_HINT = ("On a machine other than the node's, set KACHERY_CLIENT_AUTH_CODE 
 
 
 def frame_error(frame: dict[str, Any], sha1: str) -> KacheryError:
-    """An error frame of /loadFile as our error: by its kind (ours, docs/PROTOCOL.md section 19), with
-    the node's reason; a frame without a kind (the original daemon) only ever meant "not found"."""
+    """An error frame of /loadFile as our error: by its kind (ours, docs/PROTOCOL.md section 15), with
+    the node's reason ("detail" when there is one, section 17.1); a frame without a kind (the original daemon) only ever meant "not found"."""
     kind = frame.get("kind")
     text = str(frame.get("detail") or frame.get("error") or "no reason given")
     if sha1 not in text:

@@ -277,7 +277,7 @@ def progress_frame(t: Transfer) -> dict[str, Any]:
 
 
 def error_frame(e: BaseException, sha1: str) -> dict[str, Any]:
-    """An error frame: `kind` (ours, docs/PROTOCOL.md section 19) before the original's `error`.
+    """An error frame: `kind` (ours, docs/PROTOCOL.md sections 15 and 17.1) before the original's `error`.
     Absent content keeps the original's text (client 1.2.0 shows it) with the node's reason in
     `detail`; other errors carry the reason itself."""
     known = deliberate(e)
