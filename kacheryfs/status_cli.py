@@ -20,8 +20,7 @@ import click
 import requests
 
 from kachery_client.errors import AuthError, KacheryError, NodeUnavailableError
-from kachery_client.progress import human
-from kacheryfs.status_view import render
+from kacheryfs.status_view import human_bytes, render
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -98,11 +97,11 @@ def print_status(host: str, port: int, storage_dir: Path | None) -> None:
     transfers = stats.get("transfers", [])
     echo(f"Transfers:         {len(transfers) or 'none in progress'}")
     for t in transfers:
-        echo(f"  sha1://{t['sha1']}  {human(t['bytesLoaded'])} of {human(t['bytesTotal'])}  "
+        echo(f"  sha1://{t['sha1']}  {human_bytes(t['bytesLoaded'])} of {human_bytes(t['bytesTotal'])}  "
              f"from {t.get('source') or '(looking for sources)'}  {t['seconds']} s, {t['waiters']} waiting")
     partial = stats.get("partial")
     if partial and partial.get("count"):
-        echo(f"partial/:          {partial['count']} unfinished transfer(s), {human(partial['bytes'])} "
+        echo(f"partial/:          {partial['count']} unfinished transfer(s), {human_bytes(partial['bytes'])} "
              "(resumed on the next load; oldest removed first beyond [node] partial_max_bytes)")
 
 

@@ -1,7 +1,9 @@
 """`kacheryfs status --watch`: a running node's /ui/status.json drawn as text, redrawn in place.
 
 Pure formatting (no HTTP here; status_cli.py fetches). The same snapshot feeds the browser page
-and /stats (kacheryfs/http/status_data.py builds it and documents its shape).
+and /stats (kacheryfs/http/status_data.py builds it and documents its shape). `human_bytes` is
+the one byte format of every status view (binary units: the page, `kacheryfs status`, --watch);
+the kachery-* commands' progress line keeps decimal units (kachery_client/progress.py).
 """
 
 from __future__ import annotations
