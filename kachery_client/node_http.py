@@ -2,17 +2,14 @@
 
 Connection errors, HTTP statuses and error frames are mapped here, once, to kachery_client.errors.
 One requests.Session per NodeClient keeps connections alive between calls. Notices of blobs a
-client added to the node's storage directory itself go in the background (_Announcer).
+client added to the node's storage directory itself go in the background (announcer.py).
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +18,7 @@ from typing import IO, Any
 
 import requests
 
+from .announcer import Announcer
 from .config import Config
 from .errors import (
     AuthError,
@@ -65,7 +63,7 @@ class NodeClient:
             self._session.trust_env = False
         self._probe: tuple[float, ProbeInfo] | None = None
         self._auth: tuple[float, str] | None = None
-        self._announcer: _Announcer | None = None
+        self._announcer: Announcer | None = None
         self._shared: tuple[float, Path, str] | None = None      # (checked at, dir, node id)
 
     # ---- discovery and auth -------------------------------------------------------------
@@ -100,7 +98,7 @@ class NodeClient:
         """The storage dir if this client can see the node's own (kachery-node-id matches), else None.
 
         Once seen, it is kept: stores into it need no probe, and they go on while the node
-        restarts (the same storage dir keeps its node id; notices wait for the node, _Announcer)."""
+        restarts (the same storage dir keeps its node id; notices wait for the node, announcer.py)."""
         if self._shared is not None:
             if time.monotonic() - self._shared[0] < PROBE_CACHE_SECONDS:
                 return self._shared[1]
@@ -196,7 +194,7 @@ class NodeClient:
         """Tell the node about a blob this process added to its storage directory: in the
         background, batched, retried while the node is away (no request per store)."""
         if self._announcer is None:
-            self._announcer = _Announcer(NodeClient(self.config))
+            self._announcer = Announcer(NodeClient(self.config))
         self._announcer.add({"sha1": sha1, "name": name, "manifestSha1": manifest_sha1})
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -248,68 +246,6 @@ class NodeClient:
         return obj
 
 
-class _Announcer:
-    """Sends `/kacheryfs/added` notices from a background thread, in batches, with its own
-    NodeClient (a requests.Session is not shared between threads). A store returns once its blob
-    is durable in the storage directory, without waiting for the node's answer; what is pending
-    when the process exits is sent first (atexit, bounded by FLUSH_AT_EXIT seconds). A notice
-    the node refuses is logged: the blob itself is already in place either way."""
-
-    BATCH = 500
-    FLUSH_AT_EXIT = 10.0
-    GIVE_UP = 120.0
-
-    def __init__(self, client: NodeClient):
-        self._client = client
-        self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        self._pending = 0
-        self._idle = threading.Condition()
-        threading.Thread(target=self._run, name="kachery-announce", daemon=True).start()
-        atexit.register(self.flush, self.FLUSH_AT_EXIT)
-
-    def add(self, notice: dict[str, Any]) -> None:
-        with self._idle:
-            self._pending += 1
-        self._queue.put(notice)
-
-    def flush(self, timeout: float) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < self.BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._send(batch)
-            with self._idle:
-                self._pending -= len(batch)
-                self._idle.notify_all()
-
-
-    def _send(self, batch: list[dict[str, Any]]) -> None:
-        """Post one batch; while the node is away (restarting), retry with a growing pause, up to
-        GIVE_UP seconds: the node that comes back picks the notices up."""
-        delay, deadline = 0.05, time.monotonic() + self.GIVE_UP
-        while True:
-            try:
-                self._client.post_json("/kacheryfs/added", {"blobs": batch})
-                return
-            except NodeUnavailableError as e:
-                if time.monotonic() + delay > deadline:
-                    log.warning("the node did not come back: %d stored blob(s) not announced: %s", len(batch), e)
-                    return
-                time.sleep(delay)
-                delay = min(1.0, delay * 2)
-                self._client._probe = None          # probe again once it answers
-            except KacheryError as e:
-                log.warning("could not tell the node about %d stored blob(s): %s", len(batch), e)
-                return
-
-
 def _node_id_at(storage_dir: Path) -> str | None:
     try:
         return (storage_dir / "kachery-node-id").read_text()
@@ -354,8 +290,8 @@ _AUTH_HINT = ("On a machine other than the node's, set KACHERY_CLIENT_AUTH_CODE 
 
 
 def frame_error(frame: dict[str, Any], sha1: str) -> KacheryError:
-    """An error frame of /loadFile as our error: by its kind (ours, docs/PROTOCOL.md section 19), with
-    the node's reason; a frame without a kind (the original daemon) only ever meant "not found"."""
+    """An error frame of /loadFile as our error: by its kind (ours, docs/PROTOCOL.md section 15), with
+    the node's reason ("detail" when there is one, section 17.1); a frame without a kind (the original daemon) only ever meant "not found"."""
     kind = frame.get("kind")
     text = str(frame.get("detail") or frame.get("error") or "no reason given")
     if sha1 not in text:

@@ -19,7 +19,7 @@ from kachery_client.config import DEFAULT_PORT, DEFAULT_STORAGE_DIR
 from kachery_client.errors import KacheryError
 from kachery_client.exit_codes import OneLineError, one_line
 from kacheryfs import __version__
-from kacheryfs.status_cli import print_status
+from kacheryfs.status_cli import print_status, watch_status
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +162,7 @@ def _start_failure(e: BaseException, address: str) -> click.ClickException | Non
 def status(storage_dir: str | None, port: int, host: str, watch: bool, interval: float, count: int | None) -> None:
     try:
         if watch:
-            from kacheryfs.status_cli import fetch_stats
-            from kacheryfs.status_watch import watch_status
-            url = f"http://{host}:{port}"
-            _, storage = fetch_stats(url, Path(storage_dir) if storage_dir else None)
-            watch_status(url, storage or Path(_default_storage_dir()), interval, count)
+            watch_status(host, port, Path(storage_dir) if storage_dir else None, interval, count)
             return
         print_status(host, port, Path(storage_dir) if storage_dir else None)
     except KacheryError as e:

@@ -1,4 +1,4 @@
-"""`kacheryfs verify | du | gc | drop` and the totals of `kacheryfs status`: parse, ask, print.
+"""`kacheryfs verify | du | gc | drop`: parse, ask, print.
 
 Each command asks the node running on the storage directory (its HTTP API, http/data_routes.py).
 When no node runs there, it takes the storage directory's lock itself (a local Node, the same
@@ -235,12 +235,6 @@ def drop(uri: str, force: bool, storage_dir: str, port: int, host: str) -> None:
         copies = ", ".join(c["source"] for c in out["copies"])
         click.echo(f"dropped sha1://{out['sha1']} ({out['size']} bytes)" + (f"; held by {copies}" if copies else ""))
     _one_line_errors(work)
-
-
-def store_totals(url: str, headers: dict[str, str]) -> dict[str, Any]:
-    """For `kacheryfs status`: the running totals (one query on the node, no walk)."""
-    r = requests.post(url + "/kacheryfs/du", json={}, headers=headers, timeout=10)
-    return dict(_answer(r)["du"])
 
 
 COMMANDS = (verify, du, gc, drop)

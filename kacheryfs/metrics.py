@@ -110,27 +110,13 @@ for _kind in ("peer", "bucket"):
         SOURCE_ERRORS.labels(_kind, _error)
 
 
-_store_changes = 0          # blobs added or removed since start: tells when storage totals are stale
-
-
-def store_changes() -> int:
-    return _store_changes
-
-
-def note_store_change() -> None:
-    global _store_changes
-    _store_changes += 1
-
-
 def count_stored(via: str, size: int) -> None:
     STORED_BLOBS.labels(via).inc()
     STORED_BYTES.labels(via).inc(size)
-    note_store_change()
 
 
 def count_fetched(source_kind: str) -> None:
     FETCHED_BLOBS.labels(source_kind).inc()
-    note_store_change()
 
 
 def set_storage_totals(blobs: int, total_bytes: int, cache_bytes: int, limit: int | None) -> None:

@@ -1,13 +1,18 @@
-"""`kacheryfs status`: ask a running node (on any port) what it is doing, and print it.
+"""`kacheryfs status` and `kacheryfs status --watch`: ask a running node (on any port) what it is
+doing, and print it once or redraw it until Ctrl-C.
 
-The node says where its storage directory is at GET /probe (no auth needed); the client auth code
-is read from there (or KACHERY_CLIENT_AUTH_CODE), so `status --port P` works for a node on any
-port and storage directory.
+Both read the one snapshot the node builds (http/status_data.py): once from /stats, whose extras
+are that snapshot under the original's names, and live from /ui/status.json (drawn by
+status_view.py). One client (NodeStatusClient) asks for both: the node says where its storage
+directory is at GET /probe (no auth needed), and the client auth code is read from there (or
+KACHERY_CLIENT_AUTH_CODE) on every request, since the node rotates it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,45 +20,69 @@ import click
 import requests
 
 from kachery_client.errors import AuthError, KacheryError, NodeUnavailableError
-from kachery_client.progress import human
+from kacheryfs.status_view import human_bytes, render
+
+CLEAR = "\x1b[H\x1b[2J"
 
 
-def fetch_stats(url: str, storage_dir: Path | None) -> tuple[dict[str, Any], Path | None]:
-    session = requests.Session()
-    session.trust_env = False
-    try:
-        probe = session.get(url + "/probe", timeout=10).json()
-    except (requests.RequestException, ValueError):
-        raise NodeUnavailableError(f"no kachery node answers at {url}; start one with `kacheryfs run`") from None
-    reported = probe.get("kacheryStorageDir")
-    storage = storage_dir or (Path(reported) if reported else None)
-    code = os.environ.get("KACHERY_CLIENT_AUTH_CODE")
-    if not code:
+class NodeStatusClient:
+    """The node at `url`: found once at /probe, then asked with its current client auth code."""
+
+    def __init__(self, url: str, storage_dir: Path | None):
+        self.url = url
+        self.session = requests.Session()
+        self.session.trust_env = False
         try:
-            code = (storage / "client-auth").read_text() if storage else ""
+            probe = self.session.get(url + "/probe", timeout=10).json()
+        except (requests.RequestException, ValueError):
+            raise NodeUnavailableError(f"no kachery node answers at {url}; start one with `kacheryfs run`") from None
+        reported = probe.get("kacheryStorageDir")
+        self.storage_dir = storage_dir or (Path(reported) if reported else None)
+
+    def _code(self) -> str:
+        code = os.environ.get("KACHERY_CLIENT_AUTH_CODE")
+        if code:
+            return code
+        try:
+            return (self.storage_dir / "client-auth").read_text() if self.storage_dir else ""
         except OSError as e:
-            raise AuthError(f"the node at {url} answers, but its auth code in {storage}/client-auth cannot be "
-                            f"read ({e.strerror}); run as a user who can read it, or set KACHERY_CLIENT_AUTH_CODE") from None
-    try:
-        r = session.get(url + "/stats", headers={"KACHERY-CLIENT-AUTH-CODE": code or ""}, timeout=10)
-    except requests.RequestException:
-        raise NodeUnavailableError(f"the node at {url} stopped answering") from None
-    if r.status_code == 403:
-        raise AuthError(f"the node at {url} refused the auth code from {storage}/client-auth "
-                        "(is --storage-dir the node's own?)")
-    try:
-        return r.json()["stats"], storage
-    except (ValueError, KeyError):
-        raise KacheryError(f"the node at {url} answered /stats with HTTP {r.status_code}") from None
+            raise AuthError(f"the node at {self.url} answers, but its auth code in {self.storage_dir}/client-auth "
+                            f"cannot be read ({e.strerror}); run as a user who can read it, or set "
+                            "KACHERY_CLIENT_AUTH_CODE") from None
+
+    def get(self, path: str) -> dict[str, Any]:
+        try:
+            r = self.session.get(self.url + path, headers={"KACHERY-CLIENT-AUTH-CODE": self._code()}, timeout=10)
+        except requests.RequestException:
+            raise NodeUnavailableError(f"the node at {self.url} stopped answering") from None
+        if r.status_code in (401, 403):
+            raise AuthError(f"the node at {self.url} refused the auth code from {self.storage_dir}/client-auth "
+                            "(is --storage-dir the node's own?)")
+        try:
+            answer = r.json()
+            if r.status_code != 200 or not isinstance(answer, dict):
+                raise ValueError
+            return answer
+        except ValueError:
+            raise KacheryError(f"the node at {self.url} answered {path} with HTTP {r.status_code}") from None
+
+    def close(self) -> None:
+        self.session.close()
 
 
 def print_status(host: str, port: int, storage_dir: Path | None) -> None:
     url = f"http://{host}:{port}"
-    stats, storage = fetch_stats(url, storage_dir)
+    client = NodeStatusClient(url, storage_dir)
+    try:
+        stats = client.get("/stats").get("stats")
+    finally:
+        client.close()
+    if not isinstance(stats, dict):
+        raise KacheryError(f"the node at {url} answered /stats without its stats")
     totals = stats.get("totals") or {}
     echo = click.echo
     echo(f"Node ID:           {stats['nodeId']}")
-    echo(f"Storage directory: {stats.get('storageDir', storage)}")
+    echo(f"Storage directory: {stats.get('storageDir', client.storage_dir)}")
     echo(f"Config file:       {stats.get('configFile') or 'none (a purely local node)'}")
     echo(f"Client API:        {url}")
     echo(f"Peer API:          {stats.get('peerListen') or 'not listening (no [node] peer_listen)'}")
@@ -68,9 +97,34 @@ def print_status(host: str, port: int, storage_dir: Path | None) -> None:
     transfers = stats.get("transfers", [])
     echo(f"Transfers:         {len(transfers) or 'none in progress'}")
     for t in transfers:
-        echo(f"  sha1://{t['sha1']}  {human(t['bytesLoaded'])} of {human(t['bytesTotal'])}  "
+        echo(f"  sha1://{t['sha1']}  {human_bytes(t['bytesLoaded'])} of {human_bytes(t['bytesTotal'])}  "
              f"from {t.get('source') or '(looking for sources)'}  {t['seconds']} s, {t['waiters']} waiting")
     partial = stats.get("partial")
     if partial and partial.get("count"):
-        echo(f"partial/:          {partial['count']} unfinished transfer(s), {human(partial['bytes'])} "
+        echo(f"partial/:          {partial['count']} unfinished transfer(s), {human_bytes(partial['bytes'])} "
              "(resumed on the next load; oldest removed first beyond [node] partial_max_bytes)")
+
+
+def watch_status(host: str, port: int, storage_dir: Path | None, interval: float, count: int | None) -> None:
+    """Poll /ui/status.json and redraw until Ctrl-C (or `count` redraws, for tests). A node that
+    stops answering after the first draw is reported in place and the watch goes on."""
+    url = f"http://{host}:{port}"
+    client = NodeStatusClient(url, storage_dir)
+    drawn = 0
+    tty = sys.stdout.isatty()
+    try:
+        while count is None or drawn < count:
+            try:
+                lines = render(client.get("/ui/status.json"), url)
+            except (KacheryError, KeyError) as e:
+                if drawn == 0:
+                    raise KacheryError(f"the node at {url} gave no status: {e}") from None
+                lines = [f"{time.strftime('%H:%M:%S')}  the node at {url} does not answer: {e}"]
+            click.echo((CLEAR if tty else "") + "\n".join(lines) + ("" if tty else "\n"))
+            drawn += 1
+            if count is None or drawn < count:
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()

@@ -1,7 +1,9 @@
 """`kacheryfs status --watch`: a running node's /ui/status.json drawn as text, redrawn in place.
 
-Pure formatting (no HTTP here; cli.py fetches). The same snapshot feeds the browser page
-(kacheryfs/http/status_data.py documents its shape).
+Pure formatting (no HTTP here; status_cli.py fetches). The same snapshot feeds the browser page
+and /stats (kacheryfs/http/status_data.py builds it and documents its shape). `human_bytes` is
+the one byte format of every status view (binary units: the page, `kacheryfs status`, --watch);
+the kachery-* commands' progress line keeps decimal units (kachery_client/progress.py).
 """
 
 from __future__ import annotations
@@ -29,11 +31,15 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> str:
 def render(s: dict[str, Any], url: str) -> list[str]:
     st = s["storage"]
     limit = human_bytes(st["cacheLimitBytes"]) if st.get("cacheLimitBytes") else "none"
+    partial = s.get("partial") or {}
     lines = [
         f"Node {s['nodeId']}  (kacheryfs {s['version']}, {url})",
         f"Storage   {s['storageDir']}: {st['blobs']} blobs, {human_bytes(st['bytes'])} "
         f"(owned {human_bytes(st['ownedBytes'])}, cache {human_bytes(st['cacheBytes'])}, limit {limit})",
         f"Mount     {s.get('mountPoint') or 'not mounted'}",
+        f"Peer API  {s.get('peerListen') or 'not listening'}",
+        *([f"partial/  {partial['count']} unfinished, {human_bytes(partial['bytes'])} (resumed on the next load)"]
+          if partial.get("count") else []),
         f"Requests  {s['counters']['requests']}",
         "",
         "Transfers in progress:" if s["transfers"] else "No transfers in progress.",

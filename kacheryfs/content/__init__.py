@@ -11,7 +11,7 @@ gc, the cache limit, removal, quarantine: the only code that removes from sha1/)
 (parallel re-hash), `whereis` (every source asked), `shared_group` (a storage tree shared by a
 Unix group). Blobs themselves are written only through kachery_client.store.
 
-May import: kacheryfs.security, kacheryfs.config, kacheryfs.background, kacheryfs.sqlite_db,
-kacheryfs.exception_groups and
-kachery_client's pure modules. Never an edge (http, fuse, cli, daemon).
+May import: kacheryfs.security, the top-level helpers (kacheryfs.config, .background, .sqlite_db,
+.exception_groups, .metrics) and kachery_client's pure modules. Never an edge (http, fuse, cli,
+daemon), never kacheryfs.node.
 """

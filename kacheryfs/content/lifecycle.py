@@ -25,7 +25,6 @@ from typing import Any
 
 from kachery_client.store import Store
 from kachery_client.uri import is_sha1
-from kacheryfs import metrics
 from kacheryfs.content.index import NodeIndex
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,6 @@ class Lifecycle:
         return size
 
     def _unlink(self, sha1: str) -> None:
-        metrics.note_store_change()
         try:
             self.store.path_for(sha1).unlink()
         except FileNotFoundError:           # a link's record (a blob replaces its link)

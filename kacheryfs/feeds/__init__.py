@@ -5,6 +5,6 @@
 `replication` follows feeds owned by other nodes through the peer API; `chains` re-checks every
 stored subfeed's chain for `kacheryfs verify`.
 
-May import: kacheryfs.security, kacheryfs.content.sources, kacheryfs.background,
-kacheryfs.sqlite_db and kachery_client's pure modules. Never an edge.
+May import: kacheryfs.security, kacheryfs.content.sources, the top-level helpers
+(kacheryfs.background, .sqlite_db, .metrics) and kachery_client's pure modules. Never an edge.
 """

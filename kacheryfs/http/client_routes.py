@@ -29,7 +29,6 @@ from kacheryfs.http import schemas as s
 from kacheryfs.http.data_routes import DATA_ROUTES
 from kacheryfs.http.errors import INTERNAL, deliberate, error_response, kind_and_status, response_for
 from kacheryfs.http.feed_routes import FEED_ROUTES
-from kacheryfs.http.status import node_status
 from kacheryfs.http.task_routes import JSON_HANDLERS as TASK_HANDLERS
 from kacheryfs.http.task_routes import request_base_url
 from kacheryfs.node import VERSION, Node
@@ -290,7 +289,7 @@ def progress_frame(t: Transfer) -> dict[str, Any]:
 
 
 def error_frame(e: BaseException, sha1: str) -> dict[str, Any]:
-    """An error frame: `kind` (ours, docs/PROTOCOL.md section 19) before the original's `error`.
+    """An error frame: `kind` (ours, docs/PROTOCOL.md sections 15 and 17.1) before the original's `error`.
     Absent content keeps the original's text (client 1.2.0 shows it) with the node's reason in
     `detail`; other errors carry the reason itself."""
     known = deliberate(e)
@@ -365,7 +364,7 @@ async def stats(request: Request) -> Response:
         "blobsStored": s.blobs_stored,
         "channels": [{"name": c.name, "roles": list(c.roles), "peers": len(c.peers), "members": len(c.members),
                       "bucket": c.bucket.describe() if c.bucket else None} for c in node.config.channels],
-        **await node_status(node)}})
+        **await request.app.state.status.stats_extras()}})
 
 
 async def halt(request: Request) -> Response:

@@ -1,18 +1,24 @@
-"""What the status page, `kacheryfs status --watch` and /metrics show: one JSON snapshot of the node.
+"""One snapshot of the node's state, for every view of it: the status page and /ui/status.json
+(docs/PROTOCOL.md 16.2), the extras of /stats (17.3), `kacheryfs status` and `--watch`
+(status_cli.py, status_view.py) and the storage gauges of /metrics.
 
-    {"nodeId", "version", "storageDir", "mountPoint", "uptimeSeconds",
+    {"nodeId", "version", "storageDir", "mountPoint", "peerListen", "configFile", "uptimeSeconds",
      "storage":   {"blobs", "bytes", "cacheBytes", "ownedBytes", "cacheLimitBytes"},
+     "totals":    node.data.du() (by kind: {"count", "bytes"}; "store" = owned + cached),
+     "partial":   {"count", "bytes"} (unfinished transfers kept in partial/ for a resume),
      "counters":  {"requests", "bytesSent", "bytesReceived", "blobsStored"},
      "channels":  [{"name", "roles", "peers": [Reach], "bucket": Reach | null}],
-     "transfers": [{"sha1", "size", "bytesPresent", "fraction", "rateBytesPerSecond",
-                    "elapsedSeconds", "source"}],
+     "transfers": [Transfer],
      "recentErrors": [{"time", "level", "logger", "message"}]}
+    Transfer = {"sha1", "size", "bytesPresent", "fraction", "rateBytesPerSecond", "elapsedSeconds",
+                "source" (null: still looking for sources), "waiters"}
     Reach = {"label", "url", "reachable": true | false | null (not asked yet), "latencySeconds",
              "error"}
 
-Costs stay bounded however often the page polls: storage totals are recounted in a worker thread
-only after blobs were added or removed here (metrics.store_changes) or TOTALS_SECONDS passed, and peers and buckets are asked at most every PROBE_SECONDS,
-each with a stat of a hash nobody has, in threads the page does not wait for past PROBE_WAIT.
+/stats carries a part of it under the original's names (stats_extras). Costs stay bounded however
+often a view polls: storage totals are the running totals in kacheryfs.db (one query in a worker
+thread, no walk of the store), and peers and buckets are asked at most every PROBE_SECONDS, each
+with a stat of a hash nobody has, in threads a poll does not wait for past PROBE_WAIT.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -30,30 +35,11 @@ from kacheryfs import __version__, metrics
 from kacheryfs.content.sources import Source, SourceError, SourceRefused
 from kacheryfs.node import Node
 
-TOTALS_SECONDS = 5.0
 PROBE_SECONDS = 15.0
 PROBE_WAIT = 2.0
 PROBE_GIVE_UP = 60.0              # a probe still running after this long no longer blocks a new one
 RECENT_ERRORS = 20
 _NOBODY_HAS = "0" * 40
-
-
-@dataclass
-class StorageTotals:
-    blobs: int = 0
-    bytes: int = 0
-    cache_bytes: int = 0          # blobs a peer or bucket also holds: the cache limit may evict them
-
-    @property
-    def owned_bytes(self) -> int:
-        return max(0, self.bytes - self.cache_bytes)
-
-
-def count_totals(node: Node) -> StorageTotals:
-    """The running totals kept in kacheryfs.db (call from a thread): one query, no walk."""
-    du = node.lifecycle.du()
-    store, cached = du.get("store", {}), du.get("cached", {})
-    return StorageTotals(store.get("count", 0), store.get("bytes", 0), cached.get("bytes", 0))
 
 
 class RecentErrors(logging.Handler):
@@ -71,50 +57,81 @@ class RecentErrors(logging.Handler):
             self.handleError(record)
 
 
+def transfers(node: Node) -> list[dict[str, Any]]:
+    """Transfers not yet published, including those still looking for sources (size 0, source null)."""
+    fetcher = node.fetcher
+    out = []
+    now = time.monotonic()
+    for t in fetcher.in_progress() if fetcher is not None else []:
+        if t.path is not None:
+            continue
+        present = t.bytes_present
+        elapsed = max(now - t.started, 1e-6)
+        ready = t.ready.is_set()
+        out.append({"sha1": t.sha1, "size": t.size, "bytesPresent": present,
+                    "fraction": present / t.size if t.size else (1.0 if ready else 0.0),
+                    "rateBytesPerSecond": round(present / elapsed), "elapsedSeconds": round(elapsed, 1),
+                    "source": t.source or None, "waiters": t.waiters})
+    return out
+
+
 class StatusSource:
-    """Builds snapshots for one node; keeps the cached totals and reachability between calls."""
+    """Builds snapshots for one node; keeps reachability answers and recent errors between calls."""
 
     def __init__(self, node: Node):
         self.node = node
         self.started = time.time()
         self.errors = RecentErrors()
         logging.getLogger("kacheryfs").addHandler(self.errors)
-        self._totals = StorageTotals()
-        self._totals_at = -float("inf")
-        self._totals_changes = -1
-        self._totals_lock = trio.Lock()
         self._reach: dict[str, dict[str, Any]] = {}      # by source label: the last answer
         self._reach_at: dict[str, float] = {}
         self._probing: dict[str, float] = {}       # by source label: when its probe started
         self._probe_lock = threading.Lock()
 
-    async def totals(self) -> StorageTotals:
-        async with self._totals_lock:          # concurrent polls share one walk
-            changes = metrics.store_changes()
-            if changes != self._totals_changes or trio.current_time() - self._totals_at > TOTALS_SECONDS:
-                self._totals = await trio.to_thread.run_sync(count_totals, self.node)
-                self._totals_at, self._totals_changes = trio.current_time(), changes
-                t = self._totals
-                metrics.set_storage_totals(t.blobs, t.bytes, t.cache_bytes, self.node.config.cache_max_bytes)
-        return self._totals
+    async def totals(self) -> dict[str, dict[str, int]]:
+        """The running totals (node.data.du()); also sets the storage gauges of /metrics."""
+        du = await self.node.data.du()
+        store, cached = du.get("store", {}), du.get("cached", {})
+        metrics.set_storage_totals(store.get("count", 0), store.get("bytes", 0), cached.get("bytes", 0),
+                                   self.node.config.cache_max_bytes)
+        return du
 
-    async def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self, probe: bool = True) -> dict[str, Any]:
+        """The whole state; probe=False answers at once with the last known reachability."""
         node = self.node
-        await self._probe_all()
-        t = await self.totals()
+        if probe:
+            await self._probe_all()
+        du = await self.totals()
+        store, cache_bytes = du.get("store", {}), du.get("cached", {}).get("bytes", 0)
         s = node.stats
+        listen = node.config.peer_listen
         return {
             "nodeId": node.node_id, "version": __version__, "storageDir": str(node.storage_dir),
             "mountPoint": str(node.mountpoint) if node.mountpoint else None,
+            "peerListen": f"{listen[0]}:{listen[1]}" if listen else None,
+            "configFile": str(node.config.path) if node.config.path else None,
             "uptimeSeconds": round(time.time() - self.started, 1),
-            "storage": {"blobs": t.blobs, "bytes": t.bytes, "cacheBytes": t.cache_bytes,
-                        "ownedBytes": t.owned_bytes, "cacheLimitBytes": node.config.cache_max_bytes},
+            "storage": {"blobs": store.get("count", 0), "bytes": store.get("bytes", 0), "cacheBytes": cache_bytes,
+                        "ownedBytes": max(0, store.get("bytes", 0) - cache_bytes),
+                        "cacheLimitBytes": node.config.cache_max_bytes},
+            "totals": du,
+            "partial": du.get("partial", {"count": 0, "bytes": 0}),
             "counters": {"requests": s.requests, "bytesSent": s.bytes_sent, "bytesReceived": s.bytes_received,
                          "blobsStored": s.blobs_stored},
             "channels": [self._channel(c.name, list(c.roles), list(c.peers)) for c in node.config.channels],
-            "transfers": self._transfers(),
+            "transfers": transfers(node),
             "recentErrors": list(reversed(self.errors.records)),
         }
+
+    async def stats_extras(self) -> dict[str, Any]:
+        """What /stats adds to the original's fields (PROTOCOL.md 17.3): the same snapshot, with
+        transfers named as in /loadFile's progress frames (bytesLoaded, bytesTotal)."""
+        s = await self.snapshot(probe=False)
+        return {"peerListen": s["peerListen"], "mountPoint": s["mountPoint"], "configFile": s["configFile"],
+                "transfers": [{"sha1": t["sha1"], "bytesLoaded": t["bytesPresent"], "bytesTotal": t["size"],
+                               "source": t["source"], "waiters": t["waiters"], "seconds": t["elapsedSeconds"]}
+                              for t in s["transfers"]],
+                "partial": s["partial"], "totals": s["totals"]}
 
     def _channel(self, name: str, roles: list[str], peer_urls: list[str]) -> dict[str, Any]:
         asked = {p.base_url: p for p in self.node.download_peers.get(name, [])}
@@ -134,21 +151,6 @@ class StatusSource:
         if found is None:
             return {"label": source.label, "url": url, "reachable": None, "latencySeconds": None, "error": None}
         return {"label": source.label, "url": url, **found}
-
-    def _transfers(self) -> list[dict[str, Any]]:
-        fetcher = self.node.fetcher
-        out = []
-        now = time.monotonic()
-        for t in fetcher.in_progress() if fetcher is not None else []:
-            if not t.ready.is_set() or t.path is not None:
-                continue
-            present = t.bytes_present
-            elapsed = max(now - t.started, 1e-6)
-            out.append({"sha1": t.sha1, "size": t.size, "bytesPresent": present,
-                        "fraction": present / t.size if t.size else 1.0,
-                        "rateBytesPerSecond": round(present / elapsed), "elapsedSeconds": round(elapsed, 1),
-                        "source": t.source or None})
-        return out
 
     # ---- reachability -------------------------------------------------------------------
 

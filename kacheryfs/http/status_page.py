@@ -53,7 +53,7 @@ async def metrics_endpoint(request: Request) -> Response:
     if (refused := _refused(request)) is not None:
         return refused
     status: StatusSource = request.app.state.status
-    await status.totals()            # storage gauges are recounted at most every few seconds
+    await status.totals()            # storage gauges from the running totals (one query)
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
 

@@ -28,7 +28,8 @@ from kacheryfs.background import BackgroundHost
 from kacheryfs.content.sources import SourceError, SourceRefused
 from kacheryfs.content.sources.peer import PeerSource
 from kacheryfs.security.peer_auth import new_nonce
-from kacheryfs.tasks.hub import TERMINAL, Task, TaskHub, compute_task_hash
+from kacheryfs.tasks.hub import TaskHub
+from kacheryfs.tasks.records import TERMINAL, Task, compute_task_hash
 
 log = logging.getLogger(__name__)
 
