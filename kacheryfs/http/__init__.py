@@ -4,7 +4,8 @@ Holds the ASGI app and its auth middleware (`app`), the handlers of each route f
 (`client_routes`, `feed_routes`, `task_routes`, `peer_routes`, `data_routes`), the request schemas
 (`schemas`) and the one mapping of errors to HTTP statuses (`errors`). What people and Prometheus
 see: `status_page` (+ `templates/`, `status_data`), `gateway`, `access` (who may see them) and
-`request_metrics`; `status` is what `kacheryfs status` adds to /stats. Handlers parse a request,
+`request_metrics`; `status` is what `kacheryfs status` adds to /stats. `range_response` sends a
+/downloadFileData range, `disconnect` stops a wait whose client hung up. Handlers parse a request,
 call the Node and format the answer: no logic lives here.
 
 May import: kacheryfs.node and everything below it, kachery_client's pure modules.
