@@ -28,6 +28,7 @@ from tests.support.cli import ENTRY_POINTS
 from tests.support.network import node_id, source_and_reader, write_config
 from tests.support.nodeproc import NodeProc, client_env, running_node
 from tests.support.storecheck import make_file
+from tests.support.tasks import poll_until
 from tests.test_network import store_on
 
 SIZE = 70_000_000             # 4 chunks of 20 MB (the last one 10 MB), with a manifest
@@ -47,11 +48,12 @@ class CatRun:
 
 
 @contextlib.contextmanager
-def slow_network(root: Path) -> Iterator[tuple[NodeProc, NodeProc, str, Path]]:
-    """(A, B, URI of a SIZE-byte file on A, that file)."""
-    sa, sb, port_a = source_and_reader(root, reader_node={"fetch_connections": 1})
-    write_config(sa, members=[node_id(sb)], node={"peer_serve_rate": SERVE_RATE})
-    data = make_file(root / "data.bin", SIZE)
+def slow_network(root: Path, size: int = SIZE, rate: int = SERVE_RATE,
+                 **reader: object) -> Iterator[tuple[NodeProc, NodeProc, str, Path]]:
+    """(A, B, URI of a `size`-byte file on A, that file)."""
+    sa, sb, port_a = source_and_reader(root, reader_node={"fetch_connections": 1, **reader})
+    write_config(sa, members=[node_id(sb)], node={"peer_serve_rate": rate})
+    data = make_file(root / "data.bin", size)
     with running_node(sa, port=port_a) as a, running_node(sb) as b:
         yield a, b, store_on(a, data), data
 
@@ -116,5 +118,33 @@ def test_a_source_that_dies_mid_way_ends_cat_with_exit_5_and_a_prefix_only(tmp_p
         assert f"http://127.0.0.1:{a.port}" in lines[0], lines[0]
         # The node kept what it verified and serves nothing it did not.
         assert Store(b.storage_dir).locate(parse_file_uri(uri).sha1) is None
-        r = requests.get(b.url + "/stats", headers=b.headers(), timeout=10).json()["stats"]
-        assert not r["transfers"]
+        assert not stats(b)["transfers"]
+
+
+def test_ctrl_c_while_the_first_range_is_awaited_lets_the_transfer_go(tmp_path):
+    """The node stops waiting for a client that hung up: the transfer is abandoned a grace period
+    after Ctrl-C, long before the range that client waited for would have arrived."""
+    grace, rate = 1, 2_000_000                 # the first 20 MB chunk would take ten seconds
+    with slow_network(tmp_path, size=25_000_000, rate=rate, transfer_grace_seconds=grace) as (a, b, uri, _):
+        sha1 = parse_file_uri(uri).sha1
+        code = f"import sys; from kachery_client.cli import {ENTRY_POINTS['kachery-cat']} as m; " \
+               "sys.argv[0] = 'kachery-cat'; m()"
+        cat = subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               env={**os.environ, **client_env(b)})
+        try:
+            held = poll_until(lambda: next((t for t in stats(b)["transfers"] if t["sha1"] == sha1
+                                            and t["bytesTotal"] and t["waiters"] == 1), None), 30, "the transfer")
+            assert held["bytesLoaded"] == 0
+            cat.send_signal(signal.SIGINT)
+            assert cat.wait(10) != 0 and cat.stdout.read() == b""  # type: ignore[union-attr]
+        finally:
+            if cat.poll() is None:
+                cat.kill()
+                cat.wait()
+        t0 = time.monotonic()
+        poll_until(lambda: not any(t["sha1"] == sha1 for t in stats(b)["transfers"]), grace + 4, "the stop")
+        assert time.monotonic() - t0 < 20_000_000 / rate - 2 and "abandoned" in b.log()
+
+
+def stats(node: NodeProc) -> dict:
+    return requests.get(node.url + "/stats", headers=node.headers(), timeout=10).json()["stats"]
