@@ -6,6 +6,7 @@ Where bytes go:
   Store (no bytes over HTTP) and tell the node (`/kacheryfs/added`);
 - otherwise: stream to the node's `/store`; loads come back through `/loadFile` and, when the
   node's path is not visible here, through `/downloadFileData` into a local cache store.
+`load_range` (kachery-cat) of content not local here streams from the node (streaming.py).
 """
 
 from __future__ import annotations
