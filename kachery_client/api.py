@@ -6,6 +6,7 @@ Where bytes go:
   Store (no bytes over HTTP) and tell the node (`/kacheryfs/added`);
 - otherwise: stream to the node's `/store`; loads come back through `/loadFile` and, when the
   node's path is not visible here, through `/downloadFileData` into a local cache store.
+`load_range` (kachery-cat) of content not local here streams from the node (streaming.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .errors import IntegrityError, LocalFileError, NotFoundError, OfflineError,
 from .node_http import NodeClient, is_writable_dir
 from .storage_errors import storage_errors
 from .store import Store, StoredBlob
+from .streaming import stream_from_node
 from .uri import FileURI, format_file_uri, is_file_uri, parse_file_uri
 
 ProgressFn = Callable[[int], None]
@@ -242,17 +244,29 @@ def load_file(uri: str, dest: str | os.PathLike[str] | None = None, local_only: 
     return path
 
 
-def load_range(uri: str, start: int, end: int | None) -> Iterator[bytes]:
-    """Bytes [start, end) of the content (to its end if end is None or past it). Content the node
-    is still fetching is served as soon as the chunks covering the range are verified."""
+def load_range(uri: str, start: int, end: int | None, progress: LoadProgressFn | None = None) -> Iterator[bytes]:
+    """Bytes [start, end) of the content (to its end if end is None or past it), in order.
+
+    Local content (offline, the node's storage dir visible, this machine's cache) is read from its
+    blob. Otherwise the node streams it (streaming.py): bytes come as soon as the chunks covering
+    them are verified, not after the whole file; `progress(written, total, source)` follows them.
+    """
     if end is not None and end < start:
         raise UsageError(f"end ({end}) is before start ({start})")
-    furi = parse_file_uri(uri) if is_file_uri(uri) or str(uri).startswith(("sha1:", "feed:")) else None
-    ctx = _context()
-    if furi is not None and end is not None and not ctx.config.offline and _find_local(ctx, furi) is None:
-        yield from ctx.node().download(furi.sha1, start, end, clamp_end=True)
+    if not is_file_uri(uri) and not str(uri).startswith(("sha1:", "feed:")):
+        yield from _read_file(load_file(uri), start, end)          # a local path
         return
-    with open(load_file(uri), "rb") as f:
+    furi = parse_file_uri(uri)
+    ctx = _context()
+    local = _find_local(ctx, furi)
+    if local is None and not ctx.config.offline and furi.chunk_of is None:
+        yield from stream_from_node(ctx.node(), furi, start, end, progress)
+        return
+    yield from _read_file(local or _locate(furi, local_only=False), start, end)
+
+
+def _read_file(path: str | os.PathLike[str], start: int, end: int | None) -> Iterator[bytes]:
+    with open(path, "rb") as f:
         f.seek(start)
         left = None if end is None else end - start
         while left is None or left > 0:
@@ -274,15 +288,11 @@ def _find_local(ctx: _Context, furi: FileURI) -> Path | None:
 
 def _locate(furi: FileURI, local_only: bool, progress: LoadProgressFn | None = None) -> Path:
     ctx = _context()
-    store = ctx.local_store()
-    stores = [store] if store is not None else []
-    if not ctx.config.offline:
-        stores.append(ctx.cache_store())
-    for candidate in stores:
-        found = candidate.locate(furi.sha1)
-        if found is not None:
-            return found
+    found = _find_local(ctx, furi)
+    if found is not None:
+        return found
     if ctx.config.offline or local_only:
+        store = ctx.local_store()
         where = ctx.config.offline_storage_dir or (store.root if store else "the local store")
         raise NotFoundError(f"sha1://{furi.sha1} is not in {where}")
     node_path = Path(ctx.node().load_file(furi, progress))

@@ -52,18 +52,14 @@ def cat(uri: str, start: int | None, end: int | None, quiet: bool) -> None:
     if start is not None and end is not None and end < start:
         raise UsageError(f"--end ({end}) is before --start ({start})")
     out = sys.stdout.buffer
-    if end is not None:          # a range: served as soon as its chunks are verified
-        blocks = api.load_range(uri, start or 0, end)
-    else:
-        progress = ProgressLine("kachery-cat", quiet=quiet)
-        try:
-            path = api.load_file(uri, progress=progress)
-        finally:
-            progress.close()
-        blocks = api.load_range(path, start or 0, None)
-    for block in blocks:
-        out.write(block)
-    out.flush()
+    progress = ProgressLine("kachery-cat", quiet=quiet or out.isatty())     # not over the content itself
+    try:
+        # Remote content streams: each block is out as soon as the node has verified it.
+        for block in api.load_range(uri, start or 0, end, progress=progress):
+            out.write(block)
+            out.flush()
+    finally:
+        progress.close()
 
 
 @click.command(help="Make the content of a kachery URI local and print its path (or copy it to --dest).")

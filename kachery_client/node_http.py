@@ -234,9 +234,12 @@ class NodeClient:
             body["startByte"], body["endByte"] = start, end
             if clamp_end:
                 body["clampEnd"] = True
-        r = self._request("/downloadFileData", json=body, stream=True)
-        with r:
-            yield from r.iter_content(1024 * 1024)
+        with self.post_stream("/downloadFileData", body) as r:
+            yield from body_blocks(r, f"sha1://{sha1}")
+
+    def post_stream(self, path: str, body: dict[str, Any]) -> requests.Response:
+        """POST a JSON body; the answer's body is read by the caller (body_blocks), who closes it."""
+        return self._request(path, json=body, stream=True)
 
     @staticmethod
     def _checked(obj: dict[str, Any], path: str) -> dict[str, Any]:
@@ -297,6 +300,16 @@ def frame_error(frame: dict[str, Any], sha1: str) -> KacheryError:
     if sha1 not in text:
         text = f"sha1://{sha1}: {text}"
     return (NotFoundError if kind is None else KIND_ERRORS.get(str(kind), NodeError))(text)
+
+
+def body_blocks(r: requests.Response, what: str) -> Iterator[bytes]:
+    """A streamed answer's body in blocks of up to 1 MiB; a connection lost mid-body (a short body
+    included: urllib3 checks Content-Length) is a NodeUnavailableError, not requests' internals."""
+    try:
+        yield from r.iter_content(1024 * 1024)
+    except requests.RequestException as e:
+        raise NodeUnavailableError(f"{what}: lost the connection to the node at {r.url.rsplit('/', 1)[0]} "
+                                   f"mid-answer ({_reason(e)})") from None
 
 
 def _reason(e: requests.RequestException) -> str:

@@ -216,13 +216,14 @@ class Node:
             return found
         return found.open_transfer(check_sha1(sha1), manifest_sha1)
 
-    async def open_range(self, sha1: str, start: int | None, end: int | None, *,
-                         clamp_end: bool = False) -> OpenRange:
-        """Bytes [start, end) of a blob, open as soon as they are verified (fetched if need be)."""
-        found = await self.load(sha1)
+    async def open_range(self, sha1: str, start: int | None, end: int | None, *, clamp_end: bool = False,
+                         manifest_sha1: str | None = None, follow: bool = False) -> OpenRange:
+        """Bytes [start, end) of a blob, open as soon as they are verified (fetched if need be).
+        The wait is bounded by --fetch-timeout, or with `follow` by the transfer itself."""
+        found = await self.load(sha1, manifest_sha1)
         if isinstance(found, Path):
             return await trio.to_thread.run_sync(open_local_range, found, start, end, clamp_end)
-        return await open_transfer_range(found, start, end, clamp_end, self.fetch_timeout)
+        return await open_transfer_range(found, start, end, clamp_end, None if follow else self.fetch_timeout)
 
     async def remote_size(self, sha1: str) -> int:
         """Size of a blob this node lacks, from its sources, without fetching it."""

@@ -8,16 +8,19 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.support.cli import run_cli
 from tests.support.mount import mounted_node
-from tests.support.network import source_and_reader
+from tests.support.network import node_id, source_and_reader, write_config
 from tests.support.nodeproc import client_env, running_node
 from tests.support.seaweed import running_seaweed
+from tests.support.tasks import poll_until
 from tests.test_network import CHANNEL, client, make_file, sha1_file, store_on
 
 
@@ -171,6 +174,34 @@ def test_pins_gc_and_du(tmp_path):
         assert "Blobs:             1 (300000 bytes): 1 owned, 0 cached, 0 pinned" in status.stdout, status.stdout
         # gc'd content comes back on demand.
         assert client(b, "print(kc.load_text(sys.argv[1]))", uris[1]) == "shared 1"
+
+
+def test_a_pin_holds_the_transfer_it_started_past_the_grace_period(tmp_path):
+    """The node's pin waits for its fetch holding the transfer: a fetch that lasts longer than
+    `transfer_grace_seconds`, with no other client waiting, is not abandoned."""
+    grace = 1
+    sa, sb, port_a = source_and_reader(tmp_path, reader_node={"fetch_connections": 1,
+                                                               "transfer_grace_seconds": grace})
+    write_config(sa, members=[node_id(sb)], node={"peer_serve_rate": 12_000_000})     # ~4 s for 45 MB
+    with running_node(sa, port=port_a) as a, running_node(sb) as b:
+        uri = store_on(a, make_file(tmp_path / "big.bin", 45_000_000))
+        sha1 = uri.split("/")[2]
+        answer: dict[str, requests.Response] = {}
+        pinning = threading.Thread(target=lambda: answer.setdefault("r", b.post("/kacheryfs/pin", json={"uris": [uri]})))
+        pinning.start()
+        try:
+            # Past the grace period, the transfer runs on, held by the pin alone.
+            t0 = time.monotonic()
+            seen = poll_until(lambda: time.monotonic() - t0 > grace + 1 and next(
+                (t for t in requests.get(b.url + "/stats", headers=b.headers(), timeout=10).json()["stats"]["transfers"]
+                 if t["sha1"] == sha1), None), 30, "the transfer past the grace period")
+            assert seen["waiters"] == 1 and seen["bytesLoaded"] < seen["bytesTotal"], seen
+        finally:
+            pinning.join(60)
+        r = answer["r"]
+        assert r.status_code == 200 and r.json()["pinned"][0]["size"] == 45_000_000, r.text
+        assert blob_path(sb, sha1).exists() and "abandoned" not in b.log()
+        assert sha1 in run_cli("kachery-pin", "--list", env=client_env(b)).stdout.decode()
 
 
 @pytest.fixture(scope="module")

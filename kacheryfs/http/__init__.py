@@ -5,7 +5,8 @@ Holds the ASGI app and its auth middleware (`app`), the handlers of each route f
 (`schemas`) and the one mapping of errors to HTTP statuses (`errors`). What people and Prometheus
 see: `status_page` (+ `templates/`), `status_data` (the one snapshot of the node behind the page,
 /ui/status.json, the extras of /stats and /metrics' storage gauges), `gateway`, `access` (who may
-see them) and `request_metrics`. Handlers parse a request,
+see them) and `request_metrics`. `range_response` sends a /downloadFileData range, `disconnect`
+stops a wait whose client hung up. Handlers parse a request,
 call the Node and format the answer: no logic lives here.
 
 May import: kacheryfs.node and everything below it, kachery_client's pure modules.

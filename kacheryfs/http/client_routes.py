@@ -27,8 +27,10 @@ from kacheryfs.exception_groups import first_error
 from kacheryfs.feeds.mutables import is_private_key
 from kacheryfs.http import schemas as s
 from kacheryfs.http.data_routes import DATA_ROUTES
+from kacheryfs.http.disconnect import ClientGone, unless_disconnected
 from kacheryfs.http.errors import INTERNAL, deliberate, error_response, kind_and_status, response_for
 from kacheryfs.http.feed_routes import FEED_ROUTES
+from kacheryfs.http.range_response import RangeResponse
 from kacheryfs.http.task_routes import JSON_HANDLERS as TASK_HANDLERS
 from kacheryfs.http.task_routes import request_base_url
 from kacheryfs.node import VERSION, Node
@@ -266,11 +268,7 @@ async def load_file(request: Request) -> Response:
                     found.raise_error()
                     assert found.path is not None
                     yield _frame(progress_frame(found))
-                    if name:                     # fetched under this name: the mount lists it (a hint)
-                        try:
-                            await node.record_name(sha1, name)
-                        except Exception as e:
-                            log.warning("could not record the name %r of sha1://%s: %s", name, sha1, e)
+                    await _record_name(node, sha1, name)
                     found = found.path
                 path = found
         except Exception as e:
@@ -300,6 +298,15 @@ def error_frame(e: BaseException, sha1: str) -> dict[str, Any]:
     if isinstance(known, NotFoundError):
         return {"type": "error", "kind": kind, "error": "Unable to find file", "detail": str(known)}
     return {"type": "error", "kind": kind, "error": str(known)}
+
+
+async def _record_name(node: Node, sha1: str, name: str | None) -> None:
+    """Fetched under this name: the mount lists it (a hint; failing to record it fails nothing)."""
+    if name:
+        try:
+            await node.record_name(sha1, name)
+        except Exception as e:
+            log.warning("could not record the name %r of sha1://%s: %s", name, sha1, e)
 
 
 def _usable_name(name: Any) -> str | None:
@@ -332,27 +339,24 @@ async def download_file_data(request: Request) -> Response:
     node: Node = request.app.state.node
     try:
         body = s.decode(await s.read_body(request), s.DownloadFileData)
+        sha1, manifest = check_sha1(body.fileKey.sha1), body.fileKey.manifestSha1
         # Ours (section 17): a range of content still arriving is served once its chunks are
-        # verified; clampEnd cuts an end past the file's size, as `kachery-cat --end` does.
-        rng = await node.open_range(check_sha1(body.fileKey.sha1), body.startByte, body.endByte,
-                                    clamp_end=body.clampEnd)
+        # verified; clampEnd cuts an end past the file's size, as `kachery-cat` does; follow
+        # waits as long as the transfer runs. A client that hangs up stops the wait (and its hold).
+        rng = await unless_disconnected(request, lambda: node.open_range(
+            sha1, body.startByte, body.endByte, clamp_end=body.clampEnd,
+            manifest_sha1=check_sha1(manifest) if manifest else None, follow=body.follow))
+    except ClientGone:
+        return error_response(400, "the client went away")
     except Exception as e:
         return response_for(e, request)
-
-    async def blocks() -> AsyncIterator[bytes]:
-        with rng.file as f:
-            f.seek(rng.start)
-            left = rng.end - rng.start
-            while left > 0:
-                block = await trio.to_thread.run_sync(f.read, min(left, 4 << 20))
-                if not block:
-                    break
-                left -= len(block)
-                node.stats.bytes_sent += len(block)
-                yield block
-
-    return StreamingResponse(blocks(), headers={"Content-Length": str(rng.end - rng.start)},
-                             media_type="application/octet-stream")
+    try:
+        if rng.transfer is not None:        # being fetched for this client: under this name
+            await _record_name(node, sha1, _usable_name(body.name))
+        return RangeResponse(node, rng)
+    except BaseException:
+        rng.close()
+        raise
 
 
 async def stats(request: Request) -> Response:

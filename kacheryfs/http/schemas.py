@@ -100,6 +100,8 @@ class DownloadFileData(Struct):
     startByte: NonNegInt | None = None
     endByte: NonNegInt | None = None
     clampEnd: bool = False           # ours: an end past the file's size is cut to it
+    follow: bool = False             # ours: wait for the range as long as its transfer runs (17.4)
+    name: Any = None                 # ours: as in LoadFile
 
 
 # ---- stored data (ours, docs/PROTOCOL.md section 19; handlers in data_routes.py) ------------
