@@ -6,19 +6,28 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config attr gcc python3-dev python3-venv systemd chromium chromium-driver
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config attr gcc python3-dev python3-venv systemd
+TEST_APT_PACKAGES := chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps venv lint bench clean
+.PHONY: run test deps test-deps venv lint bench clean
 
-# System packages: FUSE 3 (and its headers, pyfuse3 compiles against them), getfattr, systemd-analyze,
-# headless chromium and its driver (the status page's browser test).
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Install the Debian packages named in $(1) that are missing.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+endef
+
+# System packages: FUSE 3 (and its headers, pyfuse3 compiles against them), getfattr, systemd-analyze.
+deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+# For the tests only: headless chromium and its driver (the status page's browser test).
+test-deps:
+	$(call apt_install,$(TEST_APT_PACKAGES))
 
 $(VENV)/.installed: pyproject.toml
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)     # an existing venv keeps its Python; pip updates it
@@ -31,7 +40,7 @@ venv: deps $(VENV)/.installed
 run: venv
 	$(VENV)/bin/kacheryfs run
 
-test: venv
+test: venv test-deps
 	$(VENV)/bin/ruff check kachery_client kacheryfs tests bench
 	$(VENV)/bin/mypy kachery_client kacheryfs
 	$(PY) -m pytest -q tests
