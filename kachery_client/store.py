@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 
 from . import durability
 from .blob_writer import BLOB_MODE, BlobWriter, StoredBlob
-from .durability import SMALL_BLOB, blob_is_sound, storage_error
+from .durability import SMALL_BLOB, blob_is_sound, read_small_blob, storage_error
 from .errors import IntegrityError, LocalFileError, LocalStorageError, NotFoundError
 from .hash_cache import HashCache, stat_key
 from .hashing import CHUNK_SIZE, ContentHasher
@@ -47,10 +47,14 @@ from .journal import Journal
 from .store_files import (
     Link,
     is_blob_of_size,
+    link_unnamed,
+    make_dirs,
+    open_unnamed,
     pid_alive,
     removed_on_error,
     scandir_names,
     unlink_quietly,
+    unnamed_files_possible,
     walk_hashes,
     write_all,
 )
@@ -77,6 +81,7 @@ class Store:
         self.sync_always = durability.sync_always()
         self._sha1_prefix = f"{self.sha1_dir}/"
         self._umask = durability.process_umask()
+        self._unnamed_ok = unnamed_files_possible()
 
     # ---- paths --------------------------------------------------------------------------
 
@@ -134,6 +139,16 @@ class Store:
                 return Path(link.path)
             log.warning("link for %s is invalid: %s changed since it was linked", sha1, link.path)
         return None
+
+    def read_small(self, sha1: str) -> bytes | None:
+        """The whole bytes of a small regular blob (SMALL_BLOB or less), verified as they are read:
+        one open instead of locate's check and a second open to read. None if the blob is absent,
+        large, or torn (then removed, as `locate` does)."""
+        path = f"{self._sha1_prefix}{sha1[0:2]}/{sha1[2:4]}/{sha1[4:6]}/{sha1}"
+        data = read_small_blob(path, sha1)
+        if data is False:
+            self._remove_torn(path, sha1)
+        return data if isinstance(data, bytes) else None
 
     def require(self, sha1: str) -> Path:
         path = self.locate(sha1)
@@ -291,16 +306,19 @@ class Store:
 
     # ---- internals ----------------------------------------------------------------------
 
-    def _sound(self, path: Path, sha1: str) -> bool:
+    def _sound(self, path: str | Path, sha1: str) -> bool:
         """The blob file is there with the right bytes (durability.py); a small blob torn by a
         crash before its write-back is removed, so that it reads as missing and is fetched again."""
         sound = blob_is_sound(path, sha1, self._journal)
         if sound is False:
-            log.error("sha1://%s in %s has the wrong bytes (torn by a crash before it was written back): "
-                      "removed, it will be fetched again", sha1, self.root)
-            unlink_quietly(path)
-            self._journal.settle(sha1)
+            self._remove_torn(path, sha1)
         return bool(sound)
+
+    def _remove_torn(self, path: str | Path, sha1: str) -> None:
+        log.error("sha1://%s in %s has the wrong bytes (torn by a crash before it was written back): "
+                  "removed, it will be fetched again", sha1, self.root)
+        unlink_quietly(path)
+        self._journal.settle(sha1)
 
     def _publish_unsynced(self, tmp: Path, final: Path, sha1: str, size: int) -> None:
         """Publish a blob whose bytes may not be on disk yet (unless KACHERY_SYNC=always): a large
@@ -320,7 +338,7 @@ class Store:
             raise
         durability.pending.add(self.root, (final, entry))
 
-    def _holds(self, path: Path, sha1: str, size: int) -> bool:
+    def _holds(self, path: str | Path, sha1: str, size: int) -> bool:
         """The store already has this blob, whole and sound: a new copy need not be written."""
         return is_blob_of_size(path, size) and self._sound(path, sha1)
 
@@ -328,9 +346,64 @@ class Store:
         """The hot path of store_json and friends: one write, no hasher, no manifest, no fsync
         (unless KACHERY_SYNC=always): the blob is verified whenever it is read (durability.py)."""
         sha1 = hashlib.sha1(data).hexdigest()
-        final = Path(f"{self._sha1_prefix}{sha1[0:2]}/{sha1[2:4]}/{sha1[4:6]}/{sha1}")
+        leaf = f"{self._sha1_prefix}{sha1[0:2]}/{sha1[2:4]}/{sha1[4:6]}"
+        final = f"{leaf}/{sha1}"
         if self._holds(final, sha1, len(data)):
             return StoredBlob(sha1, len(data))
+        if not (self._unnamed_ok and self._add_unnamed(leaf, final, sha1, data)):
+            self._add_named(Path(final), sha1, data)
+        return StoredBlob(sha1, len(data))
+
+    def _add_unnamed(self, leaf: str, final: str, sha1: str, data: bytes) -> bool:
+        """Write the bytes into an unnamed file in the blob's directory and link it under its hash
+        (store_files.open_unnamed): about half the directory work of a temp file and a rename.
+        False if this cannot be done here (the caller then writes a named temp file)."""
+        if not self._tmp_made:
+            self.new_temp_path()            # tmp/ is part of the layout, made once per Store
+        made_dir = False
+        try:
+            try:
+                fd = open_unnamed(leaf, BLOB_MODE)
+            except FileNotFoundError:
+                make_dirs(leaf)
+                made_dir = True
+                fd = open_unnamed(leaf, BLOB_MODE)
+            if fd is None:
+                self._unnamed_ok = False    # the file system makes no unnamed files
+                return False
+            try:
+                write_all(fd, memoryview(data))
+                if self._umask & 0o644:
+                    os.fchmod(fd, BLOB_MODE)
+                if self.sync_always:
+                    os.fsync(fd)
+                self._link_unnamed(fd, final, sha1, len(data))
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return False                    # the directory went meanwhile: the named way makes it
+        except OSError as e:
+            raise storage_error(e, f"cannot store sha1://{sha1} in {self.root}") from None
+        if not made_dir:                    # a directory just made holds no link
+            unlink_quietly(Path(final + ".link"))
+        if not self.sync_always:
+            durability.pending.add(self.root)
+        return True
+
+    def _link_unnamed(self, fd: int, final: str, sha1: str, size: int) -> None:
+        for _ in range(3):
+            try:
+                link_unnamed(fd, final)
+                return
+            except FileExistsError:
+                if self._holds(final, sha1, size):
+                    return                  # another writer published the same bytes
+                # a torn blob, just removed by _holds: link ours in its place
+        raise LocalStorageError(f"cannot publish sha1://{sha1} in {self.root}: its name keeps "
+                                "being taken by wrong bytes", errno.EEXIST)
+
+    def _add_named(self, final: Path, sha1: str, data: bytes) -> None:
+        """A small blob through a named temp file under tmp/ and a rename."""
         tmp, fd = self.create_temp()
         with removed_on_error(tmp, f"cannot store sha1://{sha1} in {self.root}"):
             try:
@@ -342,7 +415,6 @@ class Store:
             finally:
                 os.close(fd)
             self._publish_unsynced(tmp, final, sha1, len(data))
-        return StoredBlob(sha1, len(data))
 
     def _publish(self, tmp: Path, final: Path) -> None:
         try:
