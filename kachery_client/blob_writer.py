@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .durability import start_write_back, storage_error
 from .errors import IntegrityError
 from .hashing import ContentHasher
-from .store_files import unlink_quietly, write_all
+from .store_files import unlink_quietly, writev_all
 
 if TYPE_CHECKING:
     from .store import Store
@@ -55,16 +56,22 @@ class BlobWriter:
         return self.hasher.size
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.write_parts([data])
+
+    def write_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Write `parts` in order, as if joined: one writev, no copy to join them (the mount's
+        incoming/ hands its FUSE write buffers on as they came)."""
         fd = self._fd
         assert fd is not None, "write after commit or abort"
+        before = self.hasher.size
         try:
             if self._flush is not None and self._flush.done():
                 self._wait_flush()          # raises what a finished early flush hit
-            self.hasher.update(data, alongside=lambda view: write_all(fd, view))
+            self.hasher.update_parts(parts, alongside=lambda views: writev_all(fd, views))
         except OSError as e:
             self.abort()
             raise storage_error(e, f"cannot write {self.tmp_path}") from None
-        self._unflushed += len(data)
+        self._unflushed += self.hasher.size - before
         if self._unflushed >= EARLY_FLUSH:
             if not self._store.sync_always:
                 start_write_back(fd, self.hasher.size - self._unflushed, self._unflushed)

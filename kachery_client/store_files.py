@@ -88,6 +88,21 @@ def write_all(fd: int, view: memoryview) -> None:
         view = view[n:]
 
 
+def writev_all(fd: int, views: list[memoryview]) -> None:
+    """Write every byte of `views`, in order, with as few writev calls as the kernel allows."""
+    views = [v for v in views if len(v)]
+    while views:
+        n = os.writev(fd, views[:_IOV_MAX])
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16
+
+
 def is_blob_of_size(path: str | Path, size: int) -> bool:
     try:
         st = os.stat(path)
