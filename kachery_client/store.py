@@ -98,7 +98,7 @@ class Store:
             for _ in range(2):
                 path = self.new_temp_path()
                 try:
-                    return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_MODE)
+                    return path, os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, BLOB_MODE)  # RDWR: copy_from maps it
                 except FileNotFoundError:
                     self._tmp_made = False
         except OSError as e:
@@ -202,15 +202,19 @@ class Store:
                    expected_size: int | None = None) -> StoredBlob:
         """Store everything read from a binary stream (one pass: hash while copying)."""
         with self.writer() as w:
-            buf = bytearray(BLOCK_SIZE)
-            view = memoryview(buf)
-            while n := stream.readinto(view):  # type: ignore[attr-defined]
-                w.write(view[:n])
-                if progress:
-                    progress(w.size)
+            self._stream_into(w, stream, progress)
             if expected_size is not None and w.size != expected_size:
                 raise IntegrityError(f"expected {expected_size} bytes, got {w.size}")
             return w.commit()
+
+    @staticmethod
+    def _stream_into(w: BlobWriter, stream: BinaryIO, progress: ProgressFn | None) -> None:
+        buf = bytearray(BLOCK_SIZE)
+        view = memoryview(buf)
+        while n := stream.readinto(view):  # type: ignore[attr-defined]
+            w.write(view[:n])
+            if progress:
+                progress(w.size)
 
     def add_file(self, path: str | os.PathLike[str], progress: ProgressFn | None = None) -> StoredBlob:
         """Copy a local file into the store, hashing it in the same pass. A file stored before
@@ -229,7 +233,10 @@ class Store:
                 if progress:
                     progress(before.st_size)
                 return StoredBlob(known["sha1"], before.st_size, known.get("manifestSha1"))
-            blob = self.add_stream(f, progress)
+            with self.writer() as w:
+                if not w.copy_from(f.fileno(), progress):      # copied in the kernel where it can
+                    self._stream_into(w, f, progress)
+                blob = w.commit()
             if stat_key(os.stat(path)) == stat_key(before) == stat_key(os.fstat(f.fileno())):
                 self._hash_cache.remember(abspath, before, blob.sha1, blob.manifest_sha1)
             return blob
