@@ -9,14 +9,16 @@ Layout under the storage directory (docs/PROTOCOL.md section 5, the original's e
 
 Invariants:
 - A blob appears under its final name only complete and verified: bytes go to a temp file
-  under tmp/, are hashed as they are written (one pass), then renamed into place. Large blobs
-  are fsynced first; small ones are not, and are hashed again whenever they are located for
-  reading (durability.py has the contract). A crash at any point leaves at most a stale temp
-  file, which `clean_stale_temps` removes, or a small blob that fails its check and is removed.
+  under tmp/, are hashed as they are written (one pass), then renamed into place; a small blob
+  goes into an unnamed file in its own directory, linked under its hash (small_blobs.py). Small
+  ones are hashed again whenever they are located for reading (durability.py has the contract).
+  A crash at any point leaves at most a stale temp file, which `clean_stale_temps` removes, or a
+  small blob that fails its check and is removed.
 - Every OSError of the write side (create, write, early fdatasync, fsync, rename) is raised as
   LocalStorageError with its errno; the temp file is removed and nothing is published.
 - Concurrent adds of the same content (threads or processes) end with one correct blob:
-  rename is atomic and every writer renames identical bytes.
+  rename and link are atomic, every writer publishes identical bytes, and a link that finds the
+  name taken checks the blob there (a torn one is replaced).
 - Files over CHUNK_SIZE also get a manifest blob (section 7), written before the add returns.
 - A `.link` whose target changed size or mtime is invalid, and never served.
 
@@ -44,12 +46,10 @@ from .errors import IntegrityError, LocalFileError, LocalStorageError, NotFoundE
 from .hash_cache import HashCache, stat_key
 from .hashing import CHUNK_SIZE, ContentHasher
 from .journal import Journal
+from .small_blobs import add_small
 from .store_files import (
     Link,
     is_blob_of_size,
-    link_unnamed,
-    make_dirs,
-    open_unnamed,
     pid_alive,
     removed_on_error,
     scandir_names,
@@ -81,7 +81,7 @@ class Store:
         self.sync_always = durability.sync_always()
         self._sha1_prefix = f"{self.sha1_dir}/"
         self._umask = durability.process_umask()
-        self._unnamed_ok = unnamed_files_possible()
+        self.unnamed_ok = unnamed_files_possible()     # small blobs: unnamed file + link (small_blobs.py)
 
     # ---- paths --------------------------------------------------------------------------
 
@@ -189,7 +189,7 @@ class Store:
     def add_bytes(self, data: bytes) -> StoredBlob:
         """Store bytes held in memory. Content already present costs only the hash."""
         if len(data) <= SMALL_BLOB:
-            return self._add_small(data)
+            return add_small(self, data)
         if len(data) <= CHUNK_SIZE:
             sha1 = hashlib.sha1(data).hexdigest()
             if self._holds(self.path_for(sha1), sha1, len(data)):
@@ -348,80 +348,6 @@ class Store:
     def _holds(self, path: str | Path, sha1: str, size: int) -> bool:
         """The store already has this blob, whole and sound: a new copy need not be written."""
         return is_blob_of_size(path, size) and self._sound(path, sha1)
-
-    def _add_small(self, data: bytes) -> StoredBlob:
-        """The hot path of store_json and friends: one write, no hasher, no manifest, no fsync
-        (unless KACHERY_SYNC=always): the blob is verified whenever it is read (durability.py)."""
-        sha1 = hashlib.sha1(data).hexdigest()
-        leaf = f"{self._sha1_prefix}{sha1[0:2]}/{sha1[2:4]}/{sha1[4:6]}"
-        final = f"{leaf}/{sha1}"
-        if self._holds(final, sha1, len(data)):
-            return StoredBlob(sha1, len(data))
-        if not (self._unnamed_ok and self._add_unnamed(leaf, final, sha1, data)):
-            self._add_named(Path(final), sha1, data)
-        return StoredBlob(sha1, len(data))
-
-    def _add_unnamed(self, leaf: str, final: str, sha1: str, data: bytes) -> bool:
-        """Write the bytes into an unnamed file in the blob's directory and link it under its hash
-        (store_files.open_unnamed): about half the directory work of a temp file and a rename.
-        False if this cannot be done here (the caller then writes a named temp file)."""
-        if not self._tmp_made:
-            self.new_temp_path()            # tmp/ is part of the layout, made once per Store
-        made_dir = False
-        try:
-            try:
-                fd = open_unnamed(leaf, BLOB_MODE)
-            except FileNotFoundError:
-                make_dirs(leaf)
-                made_dir = True
-                fd = open_unnamed(leaf, BLOB_MODE)
-            if fd is None:
-                self._unnamed_ok = False    # the file system makes no unnamed files
-                return False
-            try:
-                write_all(fd, memoryview(data))
-                if self._umask & 0o644:
-                    os.fchmod(fd, BLOB_MODE)
-                if self.sync_always:
-                    os.fsync(fd)
-                self._link_unnamed(fd, final, sha1, len(data))
-            finally:
-                os.close(fd)
-        except FileNotFoundError:
-            return False                    # the directory went meanwhile: the named way makes it
-        except OSError as e:
-            raise storage_error(e, f"cannot store sha1://{sha1} in {self.root}") from None
-        if not made_dir:                    # a directory just made holds no link
-            unlink_quietly(Path(final + ".link"))
-        if not self.sync_always:
-            durability.pending.add(self.root)
-        return True
-
-    def _link_unnamed(self, fd: int, final: str, sha1: str, size: int) -> None:
-        for _ in range(3):
-            try:
-                link_unnamed(fd, final)
-                return
-            except FileExistsError:
-                if self._holds(final, sha1, size):
-                    return                  # another writer published the same bytes
-                # a torn blob, just removed by _holds: link ours in its place
-        raise LocalStorageError(f"cannot publish sha1://{sha1} in {self.root}: its name keeps "
-                                "being taken by wrong bytes", errno.EEXIST)
-
-    def _add_named(self, final: Path, sha1: str, data: bytes) -> None:
-        """A small blob through a named temp file under tmp/ and a rename."""
-        tmp, fd = self.create_temp()
-        with removed_on_error(tmp, f"cannot store sha1://{sha1} in {self.root}"):
-            try:
-                write_all(fd, memoryview(data))
-                if self._umask & 0o644:
-                    os.fchmod(fd, BLOB_MODE)
-                if self.sync_always:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._publish_unsynced(tmp, final, sha1, len(data))
 
     def _publish(self, tmp: Path, final: Path) -> None:
         try:
