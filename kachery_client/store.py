@@ -140,6 +140,19 @@ class Store:
             log.warning("link for %s is invalid: %s changed since it was linked", sha1, link.path)
         return None
 
+    def locate_unhashed(self, sha1: str) -> Path | None:
+        """The blob's path if it is known sound without reading it: a large regular blob with no
+        journal entry from an earlier boot (durability.py). A few system calls, no hashing, so a
+        caller on an event loop may call it inline; None means: ask `locate`, which may hash."""
+        path = self.path_for(sha1)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= SMALL_BLOB or self._journal.needs_check(sha1):
+            return None
+        return path
+
     def read_small(self, sha1: str) -> bytes | None:
         """The whole bytes of a small regular blob (SMALL_BLOB or less), verified as they are read:
         one open instead of locate's check and a second open to read. None if the blob is absent,
