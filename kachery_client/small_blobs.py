@@ -57,11 +57,7 @@ def _add_unnamed(store: Store, leaf: str, final: str, sha1: str, data: bytes) ->
             store.unnamed_ok = False    # the file system makes no unnamed files
             return False
         try:
-            write_all(fd, memoryview(data))
-            if store._umask & 0o644:
-                os.fchmod(fd, BLOB_MODE)
-            if store.sync_always:
-                os.fsync(fd)
+            _fill(store, fd, data)
             _link_unnamed(store, fd, final, sha1, len(data))
         finally:
             os.close(fd)
@@ -94,11 +90,17 @@ def _add_named(store: Store, final: Path, sha1: str, data: bytes) -> None:
     tmp, fd = store.create_temp()
     with removed_on_error(tmp, f"cannot store sha1://{sha1} in {store.root}"):
         try:
-            write_all(fd, memoryview(data))
-            if store._umask & 0o644:
-                os.fchmod(fd, BLOB_MODE)
-            if store.sync_always:
-                os.fsync(fd)
+            _fill(store, fd, data)
         finally:
             os.close(fd)
         store._publish_unsynced(tmp, final, sha1, len(data))
+
+
+def _fill(store: Store, fd: int, data: bytes) -> None:
+    """The bytes, the blob's mode (unless the umask already gives it), and with
+    KACHERY_SYNC=always the fsync."""
+    write_all(fd, memoryview(data))
+    if store._umask & 0o644:
+        os.fchmod(fd, BLOB_MODE)
+    if store.sync_always:
+        os.fsync(fd)
