@@ -76,10 +76,10 @@ class BlobWriter:
             if self._flush is not None and self._flush.done():
                 self._wait_flush()          # raises what a finished early flush hit
             self.hasher.update_parts(parts, alongside=lambda views: writev_all(fd, views))
+            self._wrote(self.hasher.size - before)
         except OSError as e:
             self.abort()
             raise storage_error(e, f"cannot write {self.tmp_path}") from None
-        self._wrote(self.hasher.size - before)
 
     def copy_from(self, src_fd: int, progress: Callable[[int], None] | None = None) -> bool:
         """Copy all of the regular file `src_fd` in the kernel (copy_file_range: no trip through
@@ -133,10 +133,17 @@ class BlobWriter:
         fd = self._fd
         assert fd is not None
         self._unflushed += n
+        if self._flush is not None and self._flush.done():
+            self._wait_flush()              # raises what a finished early flush hit
         if self._unflushed >= EARLY_FLUSH:
             if not self._store.sync_always:
-                start_write_back(fd, self.hasher.size - self._unflushed, self._unflushed)
-                self._unflushed = 0
+                # In the flush thread: sync_file_range blocks while the device queue is full, and
+                # the writer should go on copying meanwhile. A range whose turn comes while the
+                # last one still runs goes with the next.
+                if self._flush is None:
+                    self._flush = _flush_pool.submit(
+                        start_write_back, fd, self.hasher.size - self._unflushed, self._unflushed)
+                    self._unflushed = 0
             elif self._flush is None:
                 self._flush = _flush_pool.submit(os.fdatasync, fd)
                 self._unflushed = 0
