@@ -179,8 +179,8 @@ class Store:
             return f.read(-1 if end is None else max(0, end - start))
 
     def iter_hashes(self) -> Iterator[str]:
-        """The hashes of the regular blobs present, in directory order, without reading them.
-        Walks with directory descriptors (openat, as find does): no path is resolved twice."""
+        """The hashes of the regular blobs present, in directory order, without reading them
+        (store_files.walk_hashes: one listdir per directory)."""
         return walk_hashes(self.sha1_dir)
 
     def verify(self, sha1: str) -> bool:
