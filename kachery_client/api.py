@@ -320,11 +320,27 @@ def load_bytes(uri: str, start: int | None = None, end: int | None = None,
         raise UsageError("start and end must not be negative")
     if start is not None and end is not None and end < start:
         raise UsageError(f"end ({end}) is before start ({start})")
+    if start is None and end is None and (data := _small_local(uri)) is not None:
+        return data
     if end is not None and not local_only:
         return b"".join(load_range(uri, start or 0, end))     # content still arriving: only its range
     with open(load_file(uri, local_only=local_only), "rb") as f:
         f.seek(start or 0)
         return f.read(-1 if end is None else end - (start or 0))
+
+
+def _small_local(uri: str) -> bytes | None:
+    """A small blob in a local store, read and verified in one open (Store.read_small); None
+    sends the caller the general way (large, a link, not here, not a sha1:// URI)."""
+    if not is_file_uri(uri):
+        return None
+    sha1 = parse_file_uri(uri).sha1
+    ctx = _context()
+    store = ctx.local_store()
+    stores = [store] if store is not None else []
+    if not ctx.config.offline:
+        stores.append(ctx.cache_store())
+    return next((data for s in stores if (data := s.read_small(sha1)) is not None), None)
 
 
 def load_text(uri: str, local_only: bool = False) -> str:

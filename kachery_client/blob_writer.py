@@ -6,14 +6,18 @@ is removed."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import errno
+import mmap
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .durability import start_write_back, storage_error
 from .errors import IntegrityError
 from .hashing import ContentHasher
-from .store_files import unlink_quietly, write_all
+from .store_files import unlink_quietly, writev_all
 
 if TYPE_CHECKING:
     from .store import Store
@@ -24,6 +28,11 @@ BLOB_MODE = 0o644
 # are still being hashed: by default without waiting (sync_file_range; the flush makes them
 # durable), with KACHERY_SYNC=always as a background fdatasync, so the final fsync has only the tail.
 EARLY_FLUSH = 64 * 1024 * 1024
+# copy_from: blocks copied in the kernel and hashed from the temp file, one hashed while the next
+# is copied. Offsets stay multiples of the page size (mmap needs that).
+COPY_BLOCK = 16 * 1024 * 1024
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+_NO_COPY_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
 _flush_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kachery-flush")
 
 
@@ -55,20 +64,86 @@ class BlobWriter:
         return self.hasher.size
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.write_parts([data])
+
+    def write_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Write `parts` in order, as if joined: one writev, no copy to join them (the mount's
+        incoming/ hands its FUSE write buffers on as they came)."""
         fd = self._fd
         assert fd is not None, "write after commit or abort"
+        before = self.hasher.size
         try:
             if self._flush is not None and self._flush.done():
                 self._wait_flush()          # raises what a finished early flush hit
-            self.hasher.update(data, alongside=lambda view: write_all(fd, view))
+            self.hasher.update_parts(parts, alongside=lambda views: writev_all(fd, views))
+            self._wrote(self.hasher.size - before)
         except OSError as e:
             self.abort()
             raise storage_error(e, f"cannot write {self.tmp_path}") from None
-        self._unflushed += len(data)
+
+    def copy_from(self, src_fd: int, progress: Callable[[int], None] | None = None) -> bool:
+        """Copy all of the regular file `src_fd` in the kernel (copy_file_range: no trip through
+        this process), hashing each block from the temp file itself (mapped) while the next block
+        is copied: the bytes hashed are the bytes stored, and the source is read once. False if the
+        kernel cannot copy between these files (nothing written): the caller streams instead."""
+        fd = self._fd
+        assert fd is not None and self.hasher.size == 0, "copy_from on a used writer"
+        try:
+            n = self._copy_block(src_fd, fd, 0)
+        except OSError as e:
+            if e.errno in _NO_COPY_RANGE:
+                return False
+            self.abort()
+            raise storage_error(e, f"cannot write {self.tmp_path}") from None
+        off = 0
+        try:
+            while n:
+                block = mmap.mmap(fd, n, flags=mmap.MAP_SHARED | _MAP_POPULATE, prot=mmap.PROT_READ, offset=off)
+                after: list[int] = []
+
+                def copy_next(_: object, at: int = off + n, after: list[int] = after) -> None:
+                    after.append(self._copy_block(src_fd, fd, at))
+                view = memoryview(block)
+                self.hasher.update_parts([view], alongside=copy_next)
+                view.release()
+                with contextlib.suppress(BufferError):
+                    block.close()           # else unmapped when the hash threads drop their view
+                self._wrote(n)
+                off += n
+                n = after[0]
+                if progress:
+                    progress(off)
+        except OSError as e:
+            self.abort()
+            raise storage_error(e, f"cannot write {self.tmp_path}") from None
+        return True
+
+    @staticmethod
+    def _copy_block(src_fd: int, fd: int, off: int) -> int:
+        """Copy COPY_BLOCK bytes (fewer at the end of the file) at `off`; the count copied."""
+        done = 0
+        while done < COPY_BLOCK:
+            n = os.copy_file_range(src_fd, fd, COPY_BLOCK - done, off + done, off + done)
+            if n == 0:
+                break
+            done += n
+        return done
+
+    def _wrote(self, n: int) -> None:
+        fd = self._fd
+        assert fd is not None
+        self._unflushed += n
+        if self._flush is not None and self._flush.done():
+            self._wait_flush()              # raises what a finished early flush hit
         if self._unflushed >= EARLY_FLUSH:
             if not self._store.sync_always:
-                start_write_back(fd, self.hasher.size - self._unflushed, self._unflushed)
-                self._unflushed = 0
+                # In the flush thread: sync_file_range blocks while the device queue is full, and
+                # the writer should go on copying meanwhile. A range whose turn comes while the
+                # last one still runs goes with the next.
+                if self._flush is None:
+                    self._flush = _flush_pool.submit(
+                        start_write_back, fd, self.hasher.size - self._unflushed, self._unflushed)
+                    self._unflushed = 0
             elif self._flush is None:
                 self._flush = _flush_pool.submit(os.fdatasync, fd)
                 self._unflushed = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import IntegrityError
@@ -38,25 +38,40 @@ class ContentHasher:
     def update(self, data: bytes | bytearray | memoryview,
                alongside: Callable[[memoryview], None] | None = None) -> None:
         """Hash `data`; `alongside(view)` (e.g. writing it out) runs while the hashes run."""
-        view = memoryview(data).cast("B")
-        if len(view) >= _PARALLEL_MIN:
+        self.update_parts([data], None if alongside is None else lambda views: alongside(views[0]))
+
+    def update_parts(self, parts: Sequence[bytes | bytearray | memoryview],
+                     alongside: Callable[[list[memoryview]], None] | None = None) -> None:
+        """Hash `parts` in order, as if joined (no copy to join them); `alongside(views)` runs while
+        the hashes run (e.g. one writev of all of them)."""
+        views = [memoryview(p).cast("B") for p in parts]
+        total = sum(len(v) for v in views)
+        if total >= _PARALLEL_MIN:
             # The hashes in helper threads, the copy (alongside) here: all at once.
-            hashes = [_hash_pool.submit(self._whole.update, view)]
+            hashes = [_hash_pool.submit(self._update_whole, views)]
             if self._with_chunks:
-                hashes.append(_hash_pool.submit(self._update_chunks, view))
+                hashes.append(_hash_pool.submit(self._update_chunk_parts, views))
             try:
                 if alongside:
-                    alongside(view)
+                    alongside(views)
             finally:
                 for h in hashes:
                     h.result()
         else:
-            self._whole.update(view)
+            self._update_whole(views)
             if self._with_chunks:
-                self._update_chunks(view)
+                self._update_chunk_parts(views)
             if alongside:
-                alongside(view)
-        self.size += len(view)
+                alongside(views)
+        self.size += total
+
+    def _update_whole(self, views: list[memoryview]) -> None:
+        for view in views:
+            self._whole.update(view)
+
+    def _update_chunk_parts(self, views: list[memoryview]) -> None:
+        for view in views:
+            self._update_chunks(view)
 
     def _update_chunks(self, view: memoryview) -> None:
         while len(view):

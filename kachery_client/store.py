@@ -9,14 +9,16 @@ Layout under the storage directory (docs/PROTOCOL.md section 5, the original's e
 
 Invariants:
 - A blob appears under its final name only complete and verified: bytes go to a temp file
-  under tmp/, are hashed as they are written (one pass), then renamed into place. Large blobs
-  are fsynced first; small ones are not, and are hashed again whenever they are located for
-  reading (durability.py has the contract). A crash at any point leaves at most a stale temp
-  file, which `clean_stale_temps` removes, or a small blob that fails its check and is removed.
+  under tmp/, are hashed as they are written (one pass), then renamed into place; a small blob
+  goes into an unnamed file in its own directory, linked under its hash (small_blobs.py). Small
+  ones are hashed again whenever they are located for reading (durability.py has the contract).
+  A crash at any point leaves at most a stale temp file, which `clean_stale_temps` removes, or a
+  small blob that fails its check and is removed.
 - Every OSError of the write side (create, write, early fdatasync, fsync, rename) is raised as
   LocalStorageError with its errno; the temp file is removed and nothing is published.
 - Concurrent adds of the same content (threads or processes) end with one correct blob:
-  rename is atomic and every writer renames identical bytes.
+  rename and link are atomic, every writer publishes identical bytes, and a link that finds the
+  name taken checks the blob there (a torn one is replaced).
 - Files over CHUNK_SIZE also get a manifest blob (section 7), written before the add returns.
 - A `.link` whose target changed size or mtime is invalid, and never served.
 
@@ -39,11 +41,12 @@ from typing import Any, BinaryIO
 
 from . import durability
 from .blob_writer import BLOB_MODE, BlobWriter, StoredBlob
-from .durability import SMALL_BLOB, blob_is_sound, storage_error
+from .durability import SMALL_BLOB, blob_is_sound, read_small_blob, storage_error
 from .errors import IntegrityError, LocalFileError, LocalStorageError, NotFoundError
 from .hash_cache import HashCache, stat_key
 from .hashing import CHUNK_SIZE, ContentHasher
 from .journal import Journal
+from .small_blobs import add_small
 from .store_files import (
     Link,
     is_blob_of_size,
@@ -51,6 +54,7 @@ from .store_files import (
     removed_on_error,
     scandir_names,
     unlink_quietly,
+    unnamed_files_possible,
     walk_hashes,
     write_all,
 )
@@ -77,6 +81,7 @@ class Store:
         self.sync_always = durability.sync_always()
         self._sha1_prefix = f"{self.sha1_dir}/"
         self._umask = durability.process_umask()
+        self.unnamed_ok = unnamed_files_possible()     # small blobs: unnamed file + link (small_blobs.py)
 
     # ---- paths --------------------------------------------------------------------------
 
@@ -93,7 +98,7 @@ class Store:
             for _ in range(2):
                 path = self.new_temp_path()
                 try:
-                    return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_MODE)
+                    return path, os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, BLOB_MODE)  # RDWR: copy_from maps it
                 except FileNotFoundError:
                     self._tmp_made = False
         except OSError as e:
@@ -135,6 +140,29 @@ class Store:
             log.warning("link for %s is invalid: %s changed since it was linked", sha1, link.path)
         return None
 
+    def locate_unhashed(self, sha1: str) -> Path | None:
+        """The blob's path if it is known sound without reading it: a large regular blob with no
+        journal entry from an earlier boot (durability.py). A few system calls, no hashing, so a
+        caller on an event loop may call it inline; None means: ask `locate`, which may hash."""
+        path = self.path_for(sha1)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= SMALL_BLOB or self._journal.needs_check(sha1):
+            return None
+        return path
+
+    def read_small(self, sha1: str) -> bytes | None:
+        """The whole bytes of a small regular blob (SMALL_BLOB or less), verified as they are read:
+        one open instead of locate's check and a second open to read. None if the blob is absent,
+        large, or torn (then removed, as `locate` does)."""
+        path = f"{self._sha1_prefix}{sha1[0:2]}/{sha1[2:4]}/{sha1[4:6]}/{sha1}"
+        data = read_small_blob(path, sha1)
+        if data is False:
+            self._remove_torn(path, sha1)
+        return data if isinstance(data, bytes) else None
+
     def require(self, sha1: str) -> Path:
         path = self.locate(sha1)
         if path is None:
@@ -151,8 +179,8 @@ class Store:
             return f.read(-1 if end is None else max(0, end - start))
 
     def iter_hashes(self) -> Iterator[str]:
-        """The hashes of the regular blobs present, in directory order, without reading them.
-        Walks with directory descriptors (openat, as find does): no path is resolved twice."""
+        """The hashes of the regular blobs present, in directory order, without reading them
+        (store_files.walk_hashes: one listdir per directory)."""
         return walk_hashes(self.sha1_dir)
 
     def verify(self, sha1: str) -> bool:
@@ -174,7 +202,7 @@ class Store:
     def add_bytes(self, data: bytes) -> StoredBlob:
         """Store bytes held in memory. Content already present costs only the hash."""
         if len(data) <= SMALL_BLOB:
-            return self._add_small(data)
+            return add_small(self, data)
         if len(data) <= CHUNK_SIZE:
             sha1 = hashlib.sha1(data).hexdigest()
             if self._holds(self.path_for(sha1), sha1, len(data)):
@@ -187,15 +215,19 @@ class Store:
                    expected_size: int | None = None) -> StoredBlob:
         """Store everything read from a binary stream (one pass: hash while copying)."""
         with self.writer() as w:
-            buf = bytearray(BLOCK_SIZE)
-            view = memoryview(buf)
-            while n := stream.readinto(view):  # type: ignore[attr-defined]
-                w.write(view[:n])
-                if progress:
-                    progress(w.size)
+            self._stream_into(w, stream, progress)
             if expected_size is not None and w.size != expected_size:
                 raise IntegrityError(f"expected {expected_size} bytes, got {w.size}")
             return w.commit()
+
+    @staticmethod
+    def _stream_into(w: BlobWriter, stream: BinaryIO, progress: ProgressFn | None) -> None:
+        buf = bytearray(BLOCK_SIZE)
+        view = memoryview(buf)
+        while n := stream.readinto(view):  # type: ignore[attr-defined]
+            w.write(view[:n])
+            if progress:
+                progress(w.size)
 
     def add_file(self, path: str | os.PathLike[str], progress: ProgressFn | None = None) -> StoredBlob:
         """Copy a local file into the store, hashing it in the same pass. A file stored before
@@ -214,7 +246,10 @@ class Store:
                 if progress:
                     progress(before.st_size)
                 return StoredBlob(known["sha1"], before.st_size, known.get("manifestSha1"))
-            blob = self.add_stream(f, progress)
+            with self.writer() as w:
+                if not w.copy_from(f.fileno(), progress):      # copied in the kernel where it can
+                    self._stream_into(w, f, progress)
+                blob = w.commit()
             if stat_key(os.stat(path)) == stat_key(before) == stat_key(os.fstat(f.fileno())):
                 self._hash_cache.remember(abspath, before, blob.sha1, blob.manifest_sha1)
             return blob
@@ -291,16 +326,19 @@ class Store:
 
     # ---- internals ----------------------------------------------------------------------
 
-    def _sound(self, path: Path, sha1: str) -> bool:
+    def _sound(self, path: str | Path, sha1: str) -> bool:
         """The blob file is there with the right bytes (durability.py); a small blob torn by a
         crash before its write-back is removed, so that it reads as missing and is fetched again."""
         sound = blob_is_sound(path, sha1, self._journal)
         if sound is False:
-            log.error("sha1://%s in %s has the wrong bytes (torn by a crash before it was written back): "
-                      "removed, it will be fetched again", sha1, self.root)
-            unlink_quietly(path)
-            self._journal.settle(sha1)
+            self._remove_torn(path, sha1)
         return bool(sound)
+
+    def _remove_torn(self, path: str | Path, sha1: str) -> None:
+        log.error("sha1://%s in %s has the wrong bytes (torn by a crash before it was written back): "
+                  "removed, it will be fetched again", sha1, self.root)
+        unlink_quietly(path)
+        self._journal.settle(sha1)
 
     def _publish_unsynced(self, tmp: Path, final: Path, sha1: str, size: int) -> None:
         """Publish a blob whose bytes may not be on disk yet (unless KACHERY_SYNC=always): a large
@@ -320,29 +358,9 @@ class Store:
             raise
         durability.pending.add(self.root, (final, entry))
 
-    def _holds(self, path: Path, sha1: str, size: int) -> bool:
+    def _holds(self, path: str | Path, sha1: str, size: int) -> bool:
         """The store already has this blob, whole and sound: a new copy need not be written."""
         return is_blob_of_size(path, size) and self._sound(path, sha1)
-
-    def _add_small(self, data: bytes) -> StoredBlob:
-        """The hot path of store_json and friends: one write, no hasher, no manifest, no fsync
-        (unless KACHERY_SYNC=always): the blob is verified whenever it is read (durability.py)."""
-        sha1 = hashlib.sha1(data).hexdigest()
-        final = Path(f"{self._sha1_prefix}{sha1[0:2]}/{sha1[2:4]}/{sha1[4:6]}/{sha1}")
-        if self._holds(final, sha1, len(data)):
-            return StoredBlob(sha1, len(data))
-        tmp, fd = self.create_temp()
-        with removed_on_error(tmp, f"cannot store sha1://{sha1} in {self.root}"):
-            try:
-                write_all(fd, memoryview(data))
-                if self._umask & 0o644:
-                    os.fchmod(fd, BLOB_MODE)
-                if self.sync_always:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._publish_unsynced(tmp, final, sha1, len(data))
-        return StoredBlob(sha1, len(data))
 
     def _publish(self, tmp: Path, final: Path) -> None:
         try:

@@ -249,8 +249,9 @@ class VFS:
     async def _blob_attr(self, ino: int, sha1: str) -> Attr:
         """Without fetching: stat and `ls -l` of remote content ask the sources for its size only
         (the download starts on open, as in CVMFS and rclone)."""
-        # In a thread: locating hashes a small blob, or a large one after an unclean shutdown.
-        path = await trio.to_thread.run_sync(self.node.store.locate, sha1)
+        # A large blob known sound without hashing is found inline (no thread hop per open);
+        # otherwise in a thread: locating hashes a small blob, or a large one after an unclean shutdown.
+        path = self.node.store.locate_unhashed(sha1) or await trio.to_thread.run_sync(self.node.store.locate, sha1)
         if path is None:
             return Attr(ino, stat.S_IFREG | 0o444, size=await self.size_of(sha1), mtime_ns=self._started_ns)
         st = os.stat(path)
@@ -280,8 +281,9 @@ class VFS:
 
     async def content_source(self, sha1: str) -> Path | Transfer:
         """The local blob, or the running transfer once its size is known, within fetch_timeout."""
-        # In a thread: locating hashes a small blob, or a large one after an unclean shutdown.
-        path = await trio.to_thread.run_sync(self.node.store.locate, sha1)
+        # A large blob known sound without hashing is found inline (no thread hop per open);
+        # otherwise in a thread: locating hashes a small blob, or a large one after an unclean shutdown.
+        path = self.node.store.locate_unhashed(sha1) or await trio.to_thread.run_sync(self.node.store.locate, sha1)
         if path is not None:
             return path
         with trio.move_on_after(self.fetch_timeout) as scope:

@@ -1,0 +1,106 @@
+"""Small blobs (durability.SMALL_BLOB bytes or fewer), the hot path of store_json and friends: one
+write, no hasher, no manifest, no fsync (unless KACHERY_SYNC=always); such a blob is verified
+whenever it is read (durability.py). Part of store.py's Store, kept apart for size.
+
+The bytes go into an unnamed file (O_TMPFILE) made in the blob's own directory, which is linked
+under its hash once whole: about half the directory work of a named temp file under tmp/ and a
+rename, and a crash leaves nothing behind. Where the file system makes no unnamed files, a named
+temp file and a rename, as for large blobs.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import durability
+from .blob_writer import BLOB_MODE, StoredBlob
+from .durability import storage_error
+from .errors import LocalStorageError
+from .store_files import link_unnamed, make_dirs, open_unnamed, removed_on_error, unlink_quietly, write_all
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+def add_small(store: Store, data: bytes) -> StoredBlob:
+    """The hot path of store_json and friends: one write, no hasher, no manifest, no fsync
+    (unless KACHERY_SYNC=always): the blob is verified whenever it is read (durability.py)."""
+    sha1 = hashlib.sha1(data).hexdigest()
+    leaf = f"{store._sha1_prefix}{sha1[0:2]}/{sha1[2:4]}/{sha1[4:6]}"
+    final = f"{leaf}/{sha1}"
+    if store._holds(final, sha1, len(data)):
+        return StoredBlob(sha1, len(data))
+    if not (store.unnamed_ok and _add_unnamed(store, leaf, final, sha1, data)):
+        _add_named(store, Path(final), sha1, data)
+    return StoredBlob(sha1, len(data))
+
+
+def _add_unnamed(store: Store, leaf: str, final: str, sha1: str, data: bytes) -> bool:
+    """Write the bytes into an unnamed file in the blob's directory and link it under its hash
+    (store_files.open_unnamed): about half the directory work of a temp file and a rename.
+    False if this cannot be done here (the caller then writes a named temp file)."""
+    if not store._tmp_made:
+        store.new_temp_path()            # tmp/ is part of the layout, made once per Store
+    made_dir = False
+    try:
+        try:
+            fd = open_unnamed(leaf, BLOB_MODE)
+        except FileNotFoundError:
+            make_dirs(leaf)
+            made_dir = True
+            fd = open_unnamed(leaf, BLOB_MODE)
+        if fd is None:
+            store.unnamed_ok = False    # the file system makes no unnamed files
+            return False
+        try:
+            _fill(store, fd, data)
+            _link_unnamed(store, fd, final, sha1, len(data))
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        return False                    # the directory went meanwhile: the named way makes it
+    except OSError as e:
+        raise storage_error(e, f"cannot store sha1://{sha1} in {store.root}") from None
+    if not made_dir:                    # a directory just made holds no link
+        unlink_quietly(Path(final + ".link"))
+    if not store.sync_always:
+        durability.pending.add(store.root)
+    return True
+
+
+def _link_unnamed(store: Store, fd: int, final: str, sha1: str, size: int) -> None:
+    for _ in range(3):
+        try:
+            link_unnamed(fd, final)
+            return
+        except FileExistsError:
+            if store._holds(final, sha1, size):
+                return                  # another writer published the same bytes
+            # a torn blob, just removed by _holds: link ours in its place
+    raise LocalStorageError(f"cannot publish sha1://{sha1} in {store.root}: its name keeps "
+                            "being taken by wrong bytes", errno.EEXIST)
+
+
+def _add_named(store: Store, final: Path, sha1: str, data: bytes) -> None:
+    """A small blob through a named temp file under tmp/ and a rename."""
+    tmp, fd = store.create_temp()
+    with removed_on_error(tmp, f"cannot store sha1://{sha1} in {store.root}"):
+        try:
+            _fill(store, fd, data)
+        finally:
+            os.close(fd)
+        store._publish_unsynced(tmp, final, sha1, len(data))
+
+
+def _fill(store: Store, fd: int, data: bytes) -> None:
+    """The bytes, the blob's mode (unless the umask already gives it), and with
+    KACHERY_SYNC=always the fsync."""
+    write_all(fd, memoryview(data))
+    if store._umask & 0o644:
+        os.fchmod(fd, BLOB_MODE)
+    if store.sync_always:
+        os.fsync(fd)
