@@ -297,15 +297,14 @@ class Node:
             _check_stored_name(name)
 
         def work() -> bool:
-            path = self.store.locate(sha1)
-            if path is None or not self.lifecycle.stored(sha1):
+            size = self.lifecycle.stored(sha1)       # locates (and so verifies) the blob once
+            if size is None:
                 return False
-            metrics.count_stored("client", os.stat(path).st_size)
+            metrics.count_stored("client", size)
             if name:
                 self.index.add_name(sha1, name)
-            if manifest_sha1 and self.store.has(manifest_sha1):
+            if manifest_sha1 and self.lifecycle.stored(manifest_sha1) is not None:
                 self.index.set_manifest(sha1, manifest_sha1)
-                self.lifecycle.stored(manifest_sha1)
             return True
         if not await trio.to_thread.run_sync(work):
             return False

@@ -107,14 +107,15 @@ class Lifecycle:
 
     # ---- records ----------------------------------------------------------------------------
 
-    def stored(self, sha1: str) -> bool:
-        """Content was stored or linked here: record it as owned (or link). False if absent."""
+    def stored(self, sha1: str) -> int | None:
+        """Content was stored or linked here: record it as owned (or link). Its size; None if absent."""
         path = self.store.locate(sha1)
         if path is None:
-            return False
+            return None
         is_link = path != self.store.path_for(sha1)
-        self.index.record_owned(sha1, os.stat(path).st_size, "link" if is_link else "owned")
-        return True
+        size = os.stat(path).st_size
+        self.index.record_owned(sha1, size, "link" if is_link else "owned")
+        return size
 
     def fetched(self, sha1: str, size: int, source: str) -> None:
         self.index.record_cached(sha1, size, source)
@@ -228,7 +229,7 @@ class Lifecycle:
 
     def pin(self, sha1: str) -> bool:
         if not self.index.set_pinned(sha1, True):
-            if not self.stored(sha1):        # local but unrecorded (e.g. a task result)
+            if self.stored(sha1) is None:        # local but unrecorded (e.g. a task result)
                 return False
             self.index.set_pinned(sha1, True)
         self.pinned.add(sha1)
