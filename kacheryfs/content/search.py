@@ -22,7 +22,8 @@ import trio
 
 from kachery_client.errors import KacheryError, NotFoundError, TransferError
 from kacheryfs import metrics
-from kacheryfs.content.sources import RemoteBlob, Source, SourceError, SourceRefused
+from kacheryfs.content.sources import RemoteBlob, Source
+from kacheryfs.content.whereis import ask_all
 
 REMEMBER_FOUND = 30.0
 REMEMBER_FAILED = 5.0
@@ -90,40 +91,25 @@ class SourceSearch:
             del self._searches[k]
 
     async def _ask_all(self, sha1: str) -> Found:
-        answers: list[tuple[float, Source, RemoteBlob]] = []
-        missing: list[Source] = []
+        answers = await ask_all(self.sources, sha1, self.timeout)       # in the order of self.sources
+        found = [(a, src) for a, src in zip(answers, self.sources, strict=True) if a.found and a.size is not None]
+        missing = [a for a in answers if not a.found and a.error is None]
         problems: dict[str, str] = {}
-
-        async def ask(source: Source) -> None:
-            t0 = time.monotonic()
-            try:
-                info = await trio.to_thread.run_sync(source.stat, sha1, abandon_on_cancel=True)
-            except SourceError as e:
-                problems[source.label] = _without_label(str(e), source.label)
-                metrics.SOURCE_ERRORS.labels(source.kind, "refused" if isinstance(e, SourceRefused) else "failed").inc()
-                return
-            if info is None:
-                missing.append(source)
-            else:
-                answers.append((time.monotonic() - t0, source, info))
-
-        with trio.move_on_after(self.timeout):
-            async with trio.open_nursery() as nursery:
-                for src in self.sources:
-                    nursery.start_soon(ask, src)
-        for src in self.sources:
-            answered = src in missing or any(src is a[1] for a in answers) or src.label in problems
-            if not answered:
-                problems[src.label] = f"did not answer within {self.timeout:g} s"
-        if not answers:
+        for a in answers:
+            if not a.answered:
+                problems[a.source] = f"did not answer within {self.timeout:g} s"
+            elif a.error is not None:
+                problems[a.source] = _without_label(a.error, a.source)
+                metrics.SOURCE_ERRORS.labels(a.kind, "refused" if a.refused else "failed").inc()
+        if not found:
             if problems:
                 raise TransferError(f"sha1://{sha1} could not be looked up: "
                                     + "; ".join(f"{label} {why}" for label, why in problems.items())
                                     + (f" ({len(missing)} other source(s) do not have it)" if missing else ""))
             raise NotFoundError(f"sha1://{sha1} is not on this node nor on any of its {len(self.sources)} sources "
-                                "(asked: " + "; ".join(f"{src.label}: not found" for src in missing) + ")")
-        answers.sort(key=lambda a: (a[1].kind != "peer", a[0]))
-        return [(src, info) for _, src, info in answers]
+                                "(asked: " + "; ".join(f"{a.source}: not found" for a in missing) + ")")
+        found.sort(key=lambda f: (f[0].kind != "peer", f[0].seconds))
+        return [(src, RemoteBlob(a.size, a.manifest_sha1)) for a, src in found if a.size is not None]
 
 
 def _without_label(message: str, label: str) -> str:

@@ -2,7 +2,7 @@
 
 Each source answers found (with size and manifest), not found, or an error; the answers come back
 in the order of the sources given. Used by `kachery-whereis`, by `kacheryfs drop` (numcopies) and
-by the fetcher's error when no source has a content.
+by the fetcher's search for sources (search.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from kacheryfs.content.sources import Source, SourceError
+from kacheryfs.content.sources import Source, SourceError, SourceRefused
 
 ASK_TIMEOUT = 15.0
 
@@ -28,6 +28,8 @@ class Answer:
     manifest_sha1: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    refused: bool = False     # the error is the source refusing (credentials, membership), not failing
+    answered: bool = True     # False: no answer within the timeout
 
     def as_json(self) -> dict[str, Any]:
         return {"source": self.source, "kind": self.kind, "found": self.found, "size": self.size,
@@ -47,7 +49,8 @@ async def ask_all(sources: Sequence[Source], sha1: str, timeout: float = ASK_TIM
         try:
             info = await trio.to_thread.run_sync(source.stat, sha1, abandon_on_cancel=True)
         except SourceError as e:
-            answers[i] = Answer(source.label, source.kind, False, seconds=time.monotonic() - t0, error=str(e))
+            answers[i] = Answer(source.label, source.kind, False, seconds=time.monotonic() - t0, error=str(e),
+                                refused=isinstance(e, SourceRefused))
             return
         elapsed = time.monotonic() - t0
         answers[i] = Answer(source.label, source.kind, info is not None, info.size if info else None,
@@ -58,5 +61,5 @@ async def ask_all(sources: Sequence[Source], sha1: str, timeout: float = ASK_TIM
             for i, s in enumerate(sources):
                 nursery.start_soon(ask, i, s)
     return [a if a is not None else Answer(s.label, s.kind, False, seconds=timeout,
-                                           error=f"no answer within {timeout:g} s")
+                                           error=f"no answer within {timeout:g} s", answered=False)
             for a, s in zip(answers, sources, strict=True)]
