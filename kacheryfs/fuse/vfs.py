@@ -249,19 +249,26 @@ class VFS:
     async def _blob_attr(self, ino: int, sha1: str) -> Attr:
         """Without fetching: stat and `ls -l` of remote content ask the sources for its size only
         (the download starts on open, as in CVMFS and rclone)."""
-        # A large blob known sound without hashing is found inline (no thread hop per open);
-        # otherwise in a thread: locating hashes a small blob, or a large one after an unclean shutdown.
-        path = self.node.store.locate_unhashed(sha1) or await trio.to_thread.run_sync(self.node.store.locate, sha1)
+        path = await self._local_blob(sha1)
         if path is None:
-            return Attr(ino, stat.S_IFREG | 0o444, size=await self.size_of(sha1), mtime_ns=self._started_ns)
+            return Attr(ino, stat.S_IFREG | 0o444, size=await self._remote_size(sha1), mtime_ns=self._started_ns)
         st = os.stat(path)
         return Attr(ino, stat.S_IFREG | 0o444, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
+    async def _local_blob(self, sha1: str) -> Path | None:
+        """The blob's file if it is here and sound. A large blob known sound without hashing is found
+        inline (no thread hop per open); otherwise in a thread, never on the loop: locating hashes a
+        small blob, or a large one after an unclean shutdown."""
+        return self.node.store.locate_unhashed(sha1) or await trio.to_thread.run_sync(self.node.store.locate, sha1)
+
     async def size_of(self, sha1: str) -> int:
         """A blob's size, local or from the sources, within fetch_timeout, without fetching it."""
-        path = self.node.store.locate(sha1)
+        path = await self._local_blob(sha1)
         if path is not None:
             return os.stat(path).st_size
+        return await self._remote_size(sha1)
+
+    async def _remote_size(self, sha1: str) -> int:
         with trio.move_on_after(self.fetch_timeout) as scope:
             return await self.node.remote_size(sha1)
         assert scope.cancelled_caught
@@ -281,9 +288,7 @@ class VFS:
 
     async def content_source(self, sha1: str) -> Path | Transfer:
         """The local blob, or the running transfer once its size is known, within fetch_timeout."""
-        # A large blob known sound without hashing is found inline (no thread hop per open);
-        # otherwise in a thread: locating hashes a small blob, or a large one after an unclean shutdown.
-        path = self.node.store.locate_unhashed(sha1) or await trio.to_thread.run_sync(self.node.store.locate, sha1)
+        path = await self._local_blob(sha1)
         if path is not None:
             return path
         with trio.move_on_after(self.fetch_timeout) as scope:
