@@ -32,7 +32,24 @@ def _default_port() -> int:
     return int(os.environ.get("KACHERY_DAEMON_PORT") or DEFAULT_PORT)
 
 
-@click.group(help="kacheryfs: the kachery node (HTTP API, fetching, feeds, FUSE mount).\n\n"
+class _Commands(click.Group):
+    """The group, with the stored-data commands (cli_data.py) imported only when one is asked for:
+    `kacheryfs status` starts without them (issue 13)."""
+
+    LATER = ("verify", "du", "gc", "drop")
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LATER})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LATER and name not in self.commands:
+            from kacheryfs.cli_data import COMMANDS
+            for command in COMMANDS:
+                self.add_command(command)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, help="kacheryfs: the kachery node (HTTP API, fetching, feeds, FUSE mount).\n\n"
                   "Also the mount helper: `kacheryfs <storage-dir> <mount-point> -o <options>` "
                   "(what `mount -t fuse.kacheryfs` and fstab run).")
 @click.version_option(__version__, prog_name="kacheryfs")
@@ -54,7 +71,7 @@ def _is_mount_helper_call(args: list[str]) -> bool:
     Anything else goes to click, so a typo (`kacheryfs drop --help`) is an unknown command that
     starts nothing and creates nothing, never a node on a new storage directory.
     """
-    if len(args) < 2 or args[0] in commands.commands:
+    if len(args) < 2 or args[0] in commands.commands or args[0] in _Commands.LATER:
         return False
     source, mountpoint = args[0], args[1]
     if source.startswith("-") or mountpoint.startswith("-"):
@@ -178,15 +195,6 @@ def node_id(storage_dir: str) -> None:
         raise click.ClickException(f"no node keys in {path} yet: start the node once (`kacheryfs run`), "
                                    "or pass --storage-dir")
     click.echo(load_or_create_node_keys(path).public_hex)
-
-
-def _register_data_commands() -> None:
-    from kacheryfs.cli_data import COMMANDS
-    for command in COMMANDS:
-        commands.add_command(command)
-
-
-_register_data_commands()
 
 
 def _setup_logging(log_file: str | None, level: str) -> None:

@@ -5,19 +5,23 @@ Both read the one snapshot the node builds (http/status_data.py): once from /sta
 are that snapshot under the original's names, and live from /ui/status.json (drawn by
 status_view.py). One client (NodeStatusClient) asks for both: the node says where its storage
 directory is at GET /probe (no auth needed), and the client auth code is read from there (or
-KACHERY_CLIENT_AUTH_CODE) on every request, since the node rotates it.
+KACHERY_CLIENT_AUTH_CODE) on every request, since the node rotates it. It speaks http.client, not
+requests: `kacheryfs status` is a command one runs often, and requests alone takes longer to
+import than the whole answer (issue 13: under 0.1 s).
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
-import requests
 
 from kachery_client.errors import AuthError, KacheryError, NodeUnavailableError
 from kacheryfs.status_view import human_bytes, render
@@ -30,14 +34,33 @@ class NodeStatusClient:
 
     def __init__(self, url: str, storage_dir: Path | None):
         self.url = url
-        self.session = requests.Session()
-        self.session.trust_env = False
+        where = urlsplit(url)
+        self._conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=10)
         try:
-            probe = self.session.get(url + "/probe", timeout=10).json()
-        except (requests.RequestException, ValueError):
+            status, probe = self._get("/probe", {})
+            if status != 200 or not isinstance(probe, dict):
+                raise ValueError
+        except (OSError, http.client.HTTPException, ValueError):
             raise NodeUnavailableError(f"no kachery node answers at {url}; start one with `kacheryfs run`") from None
         reported = probe.get("kacheryStorageDir")
         self.storage_dir = storage_dir or (Path(reported) if reported else None)
+
+    def _get(self, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        """One GET on the kept connection (opened again once if the node closed it): status, JSON or None."""
+        for attempt in (1, 2):
+            try:
+                self._conn.request("GET", path, headers=headers)
+                response = self._conn.getresponse()
+                body = response.read()
+                break
+            except (OSError, http.client.HTTPException):
+                self._conn.close()
+                if attempt == 2:
+                    raise
+        try:
+            return response.status, json.loads(body)
+        except ValueError:
+            return response.status, None
 
     def _code(self) -> str:
         code = os.environ.get("KACHERY_CLIENT_AUTH_CODE")
@@ -52,22 +75,18 @@ class NodeStatusClient:
 
     def get(self, path: str) -> dict[str, Any]:
         try:
-            r = self.session.get(self.url + path, headers={"KACHERY-CLIENT-AUTH-CODE": self._code()}, timeout=10)
-        except requests.RequestException:
+            status, answer = self._get(path, {"KACHERY-CLIENT-AUTH-CODE": self._code()})
+        except (OSError, http.client.HTTPException):
             raise NodeUnavailableError(f"the node at {self.url} stopped answering") from None
-        if r.status_code in (401, 403):
+        if status in (401, 403):
             raise AuthError(f"the node at {self.url} refused the auth code from {self.storage_dir}/client-auth "
                             "(is --storage-dir the node's own?)")
-        try:
-            answer = r.json()
-            if r.status_code != 200 or not isinstance(answer, dict):
-                raise ValueError
-            return answer
-        except ValueError:
-            raise KacheryError(f"the node at {self.url} answered {path} with HTTP {r.status_code}") from None
+        if status != 200 or not isinstance(answer, dict):
+            raise KacheryError(f"the node at {self.url} answered {path} with HTTP {status}")
+        return answer
 
     def close(self) -> None:
-        self.session.close()
+        self._conn.close()
 
 
 def print_status(host: str, port: int, storage_dir: Path | None) -> None:

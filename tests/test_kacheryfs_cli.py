@@ -74,6 +74,33 @@ def test_the_client_stays_light():
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
 
 
+def test_the_client_exports_every_name_it_lists():
+    import kachery_client as kc
+    assert sorted(kc.__all__) == sorted(kc._EXPORTS)
+    assert all(callable(getattr(kc, name)) for name in kc.__all__)
+
+
+def test_status_starts_light():
+    """`kacheryfs status` is run often: its start loads neither requests nor the client's store and
+    API, nor the stored-data commands (imported when one of them is asked for)."""
+    code = ("import sys, kacheryfs.cli\n"
+            "heavy = [m for m in ('requests', 'kachery_client.api', 'kachery_client.store', 'kacheryfs.cli_data',"
+            " 'trio') if m in sys.modules]\n"
+            "print(heavy)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_data_commands_are_listed_and_run_though_imported_late():
+    from kacheryfs.cli import _Commands
+    from kacheryfs.cli_data import COMMANDS
+    assert sorted(_Commands.LATER) == sorted(c.name for c in COMMANDS)
+    r = subprocess.run(KACHERYFS + ["--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and all(name in r.stdout for name in _Commands.LATER), r.stdout
+    r = subprocess.run(KACHERYFS + ["gc", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--dry-run" in r.stdout, r.stdout + r.stderr
+
+
 def test_every_run_option_has_help_text():
     from kacheryfs.cli import commands
     run = commands.commands["run"]
