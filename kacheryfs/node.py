@@ -22,7 +22,7 @@ import trio
 
 from kachery_client.errors import NotFoundError, UsageError
 from kachery_client.hashing import CHUNK_SIZE, ContentHasher
-from kachery_client.store import Store
+from kachery_client.store import Store, StoredBlob
 from kachery_client.uri import check_name, check_sha1
 from kacheryfs import metrics
 from kacheryfs.background import backoff
@@ -274,16 +274,30 @@ class Node:
         sha1 = check_sha1(sha1)
         if name:
             _check_stored_name(name)
-
-        def work() -> None:
-            if name:
-                self.index.add_name(sha1, name)
-            self.lifecycle.stored(sha1)
-            if manifest_sha1:
-                self.index.set_manifest(sha1, manifest_sha1)
-                self.lifecycle.stored(manifest_sha1)
-        await trio.to_thread.run_sync(work)
+        await trio.to_thread.run_sync(self._record_stored, sha1, name, manifest_sha1)
         self.blob_added(sha1)
+
+    async def store_small(self, data: bytes, name: str | None) -> StoredBlob:
+        """Store and record a body held in memory in one worker-thread hop (a hop costs about as
+        much as the store itself: this is the latency of every small /store)."""
+        if name:
+            _check_stored_name(name)
+
+        def work() -> StoredBlob:
+            blob = self.store.add_bytes(data)
+            self._record_stored(blob.sha1, name, blob.manifest_sha1)
+            return blob
+        blob = await trio.to_thread.run_sync(work)
+        self.blob_added(blob.sha1)
+        return blob
+
+    def _record_stored(self, sha1: str, name: str | None, manifest_sha1: str | None) -> None:
+        if name:
+            self.index.add_name(sha1, name)
+        self.lifecycle.stored(sha1)
+        if manifest_sha1:
+            self.index.set_manifest(sha1, manifest_sha1)
+            self.lifecycle.stored(manifest_sha1)
 
     async def record_name(self, sha1: str, name: str) -> None:
         _check_stored_name(name)

@@ -164,13 +164,14 @@ async def store(request: Request) -> Response:
                 body = await request.body()
                 if len(body) != int(length):
                     raise UsageError(f"received {len(body)} bytes, Content-Length said {length}")
-                blob = await trio.to_thread.run_sync(node.store.add_bytes, body)
+                blob = await node.store_small(body, name)      # stored and recorded in one hop
             else:
                 writer = await trio.to_thread.run_sync(node.store.writer)
                 await _receive_into(request, writer)
                 if writer.size != int(length):
                     raise UsageError(f"received {writer.size} bytes, Content-Length said {length}")
                 blob = await trio.to_thread.run_sync(writer.commit)
+                await node.record_stored(blob.sha1, name, blob.manifest_sha1)
     except Exception as e:
         if isinstance(first_error(e), ClientDisconnect):
             return error_response(400, "the client went away mid-body")
@@ -187,7 +188,6 @@ async def store(request: Request) -> Response:
     node.stats.bytes_received += blob.size
     node.stats.blobs_stored += 1
     metrics.count_stored("http", blob.size)
-    await node.record_stored(blob.sha1, name, blob.manifest_sha1)
     return JSONResponse({"success": True, "error": None, "sha1": blob.sha1, "manifestSha1": blob.manifest_sha1})
 
 
