@@ -76,6 +76,8 @@ class _Context:
             if not is_writable_dir(store.root):
                 raise LocalFileError(f"the offline storage directory {store.root} is not writable")
             self._offline_dir_checked = True        # once per process: each check is a syscall
+        if self._offline_dir_checked:
+            return store                            # offline: checked above (a later refusal is a LocalStorageError)
         return store if store is not None and is_writable_dir(store.root) else None
 
     def cache_store(self) -> Store:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +59,7 @@ class Config:
         elif offline is not None:
             temp = offline / "kachery-tmp"
         else:
+            import tempfile  # here: most commands never need it
             temp = Path(tempfile.gettempdir()) / "kachery-tmp"
         return cls(
             offline_storage_dir=offline,

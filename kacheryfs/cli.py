@@ -8,7 +8,6 @@ node on one storage directory (StartupError, NodeAlreadyRunning: usage errors), 
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 from pathlib import Path
@@ -20,8 +19,6 @@ from kachery_client.errors import KacheryError
 from kachery_client.exit_codes import OneLineError, one_line
 from kacheryfs import __version__
 from kacheryfs.status_cli import print_status, watch_status
-
-log = logging.getLogger(__name__)
 
 
 def _default_storage_dir() -> str:
@@ -198,6 +195,7 @@ def node_id(storage_dir: str) -> None:
 
 
 def _setup_logging(log_file: str | None, level: str) -> None:
+    import logging  # here: `kacheryfs status` starts without it
     handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
