@@ -45,14 +45,11 @@ def _add_unnamed(store: Store, leaf: str, final: str, sha1: str, data: bytes) ->
     False if this cannot be done here (the caller then writes a named temp file)."""
     if not store._tmp_made:
         store.new_temp_path()            # tmp/ is part of the layout, made once per Store
-    made_dir = False
     try:
-        try:
-            fd = open_unnamed(leaf, BLOB_MODE)
-        except FileNotFoundError:
-            make_dirs(leaf)
-            made_dir = True
-            fd = open_unnamed(leaf, BLOB_MODE)
+        # The directory first: content not in the store is nearly always the first in its
+        # directory (16.7 million of them), so this is one mkdir and no failed open.
+        made_dir = make_dirs(leaf)
+        fd = open_unnamed(leaf, BLOB_MODE)
         if fd is None:
             store.unnamed_ok = False    # the file system makes no unnamed files
             return False

@@ -64,13 +64,14 @@ def link_unnamed(fd: int, final: str) -> None:
     os.link(f"/proc/self/fd/{fd}", final, src_dir_fd=fd, follow_symlinks=True)
 
 
-def make_dirs(path: str) -> None:
+def make_dirs(path: str) -> bool:
     """`mkdir -p`, deepest first: a new blob's directory usually has its parent already, so this is
-    one mkdir where os.makedirs stats the parent first."""
+    one mkdir where os.makedirs stats the parent first. True if `path` itself was made here."""
     try:
         os.mkdir(path)
+        return True
     except FileExistsError:
-        pass
+        return False
     except FileNotFoundError:
         parent = os.path.dirname(path)
         if parent == path:
@@ -78,8 +79,9 @@ def make_dirs(path: str) -> None:
         make_dirs(parent)
         try:
             os.mkdir(path)
+            return True
         except FileExistsError:
-            pass
+            return False
 
 
 def write_all(fd: int, view: memoryview) -> None:
