@@ -1,13 +1,14 @@
 """One run, side by side: ours, the unmodified kachery-client 1.2.0, and the baselines, as a markdown table.
 
-    python bench/compare.py [--size-mib 512] [--count 2000] [--peer-mib 300] [--blobs 100000] [--s3]
+    python bench/compare.py [--size-mib 512] [--count 2000] [--peer-mib 300] [--blobs 100000] [--no-s3]
                             [--only small,large,node,mount,peer,scale]
 
 Rows (issue 13): offline store_json / load_json (1.2.0 in its local "ephemeral" mode), store_file of
 a large file (/ sha1sum), store_json through our node (our client, and 1.2.0's with a breakdown),
 mount reads (first name warm, a second name, / the blob file read directly / a minimal pyfuse3
-pass-through with keep_cache, bench/passthrough.py), cp into incoming/ (/ sha1sum), peer fetch to
-a node with its mount up (/ sha1sum; S3 with --s3), and at scale: `ls -f sha1/` vs `find`,
+pass-through with keep_cache, bench/passthrough.py), cp into incoming/ (/ sha1sum), fetches to a
+node with its mount up from a peer and from a SeaweedFS bucket (/ sha1sum; --no-s3 skips the
+bucket), and at scale: `ls -f sha1/` vs `find`,
 `kacheryfs status`, node RSS growth from listing twice. Ratios are throughput ratios (higher is
 better) unless the column says otherwise. Needs root and /dev/fuse for the mount rows; the 1.2.0
 client is the venv the tests make (.venv-kc120, or KACHERY_CLIENT_120_PYTHON).
@@ -314,7 +315,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--peer-mib", type=int, default=300)
     parser.add_argument("--blobs", type=int, default=100_000)
-    parser.add_argument("--s3", action="store_true", help="also fetch from a SeaweedFS bucket")
+    parser.add_argument("--no-s3", dest="s3", action="store_false",
+                        help="skip the fetch from a SeaweedFS bucket (the peer row's companion)")
     parser.add_argument("--only", default="small,large,node,mount,peer,scale")
     args = parser.parse_args()
     parts = set(args.only.split(","))
