@@ -1,5 +1,6 @@
 """Listing sha1/ in a real mount: exactly the stored hashes, from the node's index once it has
-reconciled with the store; what is stored after the mount appears, what is dropped disappears;
+reconciled with the store; what is stored after the mount appears (over HTTP, by a client sharing
+the storage directory, a chunk sliced for a peer), what is dropped disappears;
 the listing gives the kernel no inodes, and the inodes of later lookups are forgotten by the node
 when the kernel forgets them."""
 
@@ -52,8 +53,13 @@ def test_listing_sha1_follows_the_index_and_holds_no_inodes(tmp_path):
         assert sorted(os.listdir(mnt / "sha1")) == sorted(expected)          # a second listing
         assert gauge(node, "kacheryfs_mount_inodes") == 0                    # the kernel holds none
 
-        over_http = node.post("/store", data=b"stored after the mount").json()["sha1"]
-        assert over_http in ls_f(mnt)
+        parent = node.post("/store", data=b"stored after the mount, then sliced").json()["sha1"]
+        assert parent in ls_f(mnt)
+        chunk = hashlib.sha1(b"after the mount").hexdigest()                 # sliced for a peer
+        r = node.post("/loadFile", json={"fileKey": {"sha1": chunk, "chunkOf": {
+            "fileKey": {"sha1": parent}, "startByte": 7, "endByte": 22}}})
+        assert r.status_code == 200 and b'"finished"' in r.content, r.content
+        assert chunk in ls_f(mnt)
         text = "stored by a client sharing the storage"
         subprocess.run([sys.executable, "-c", f"import kachery_client as kc; kc.store_text({text!r})"],
                        timeout=60, check=True, env={**os.environ, **client_env(node)})
@@ -65,17 +71,17 @@ def test_listing_sha1_follows_the_index_and_holds_no_inodes(tmp_path):
         r = node.post("/kacheryfs/drop", json={"uri": f"sha1://{dropped}", "force": True})
         assert r.status_code == 200, r.text
         names = ls_f(mnt)
-        assert dropped not in names and len(names) == BLOBS + 1
+        assert dropped not in names and len(names) == BLOBS + 2
         with pytest.raises(FileNotFoundError):
             os.stat(mnt / "sha1" / dropped)
 
         # ls -l and cat look each listed name up: directories, content as stored.
         long = subprocess.run(["ls", "-l", str(mnt / "sha1")], capture_output=True, text=True, check=True,
                               timeout=120).stdout.splitlines()[1:]
-        assert len(long) == BLOBS + 1 and all(line.startswith("dr-xr-xr-x") for line in long)
+        assert len(long) == BLOBS + 2 and all(line.startswith("dr-xr-xr-x") for line in long)
         one = sorted(expected)[1]
         assert hashlib.sha1((mnt / "sha1" / one / "x").read_bytes()).hexdigest() == one
-        assert gauge(node, "kacheryfs_mount_inodes") >= BLOBS + 1            # looked up: held now
+        assert gauge(node, "kacheryfs_mount_inodes") >= BLOBS + 2            # looked up: held now
 
 
 def test_inodes_the_kernel_forgets_are_forgotten(tmp_path):
