@@ -148,9 +148,16 @@ def test_sha1_listing_walks_until_reconciled_then_pages_through_the_index(node, 
         assert sorted(walked) == hashes and len(walks) == 1    # one walk, not one per call
         assert [i.name for i in await vfs.list_dir(SHA1_INODE, 45)] == walked[45:]
         assert len(walks) == 2                                 # a seek elsewhere: a new walk
+        fh = vfs.open_dir(SHA1_INODE)
+        listing = await vfs.listing(fh, 0)
+        page, _ = await listing.entries(0)
+        listing.took(7)                                        # sent 7; the kernel kept 3 of them
+        page, i = await listing.entries(page[2][0])
+        assert page[i][1] == walked[3] and len(walks) == 3     # resumed within the page, no new walk
+        vfs.release_dir(fh)
 
         await trio.to_thread.run_sync(node.lifecycle.reconcile)
-        assert sorted(await read(vfs.open_dir(SHA1_INODE))) == hashes and len(walks) == 2
+        assert sorted(await read(vfs.open_dir(SHA1_INODE))) == hashes and len(walks) == 3
 
         dropped, stored = [], []
 

@@ -11,9 +11,11 @@ worker thread: neither SQLite nor a walk runs on the trio loop.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 import trio
@@ -71,14 +73,26 @@ class HashListing:
     def __init__(self, fetch: Callable[[int], Awaitable[HashPage]]):
         self._fetch = fetch              # offset -> the page of entries after it ([] at the end)
         self._page: HashPage = []
+        self._page_start = -1            # the offset the page was fetched after
         self._i = 0
         self._at = -1                    # the offset the entry at self._i follows
 
     async def entries(self, start: int) -> tuple[HashPage, int]:
         """(page, index): the entries from offset `start` on are page[index:]; empty at the end."""
-        if start != self._at or self._i >= len(self._page):
-            self._page, self._i, self._at = await self._fetch(start), 0, start
+        if start != self._at:
+            # The kernel resumes before where it was sent to (its caller's buffer was full): from
+            # within this page if it can, without reading the page again.
+            self._i = self._index_after(start)
+            self._at = start
+        if self._i >= len(self._page):
+            self._page, self._page_start, self._i = await self._fetch(start), start, 0
         return self._page, self._i
+
+    def _index_after(self, start: int) -> int:
+        if start == self._page_start:
+            return 0
+        j = bisect_left(self._page, start, key=itemgetter(0))      # offsets rise within a page
+        return j + 1 if j < len(self._page) and self._page[j][0] == start else len(self._page)
 
     def took(self, count: int) -> int:
         """The kernel took `count` more entries: the offset after them (where it resumes)."""
