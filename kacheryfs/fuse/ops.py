@@ -151,7 +151,7 @@ class Operations(pyfuse3.Operations):
             await self._readdir_hashes(listing, start_id, token)
             return
         # readdir_reply copies the attributes at once: entries that differ only in their inode
-        # (all of sha1/) share one EntryAttributes, renumbered per entry.
+        # share one EntryAttributes, renumbered per entry (sha1/ itself: _readdir_hashes).
         shared: dict[tuple[int, int, int, int, float], pyfuse3.EntryAttributes] = {}
         while (item := listing.peek()) is not None:
             a = item.attr
