@@ -87,6 +87,8 @@ FUSE_OPERATIONS = Counter("kacheryfs_fuse_operations_total", "FUSE requests hand
                           ["operation"], registry=REGISTRY)
 FUSE_READ_BYTES = Counter("kacheryfs_fuse_read_bytes_total", "Bytes returned to reads in the mount.",
                           registry=REGISTRY)
+MOUNT_INODES = Gauge("kacheryfs_mount_inodes", "Inodes of content the kernel holds in the mount "
+                     "(looked up and not yet forgotten; a listing of sha1/ holds none).", registry=REGISTRY)
 
 # ---- feeds and tasks ------------------------------------------------------------------------
 

@@ -118,7 +118,8 @@ class Node:
                                    partial_max_bytes=config.partial_max_bytes)
         self._uploads: trio.MemorySendChannel[tuple[str, str]] | None = None
         self.feeds = FeedService(Feeds(self.storage_dir / "feeds.db", self.mutables))
-        self.tasks = TaskHub(TaskResults(self.store, TaskResultIndex(self.storage_dir / "kacheryfs.db")),
+        self.tasks = TaskHub(TaskResults(self.store, TaskResultIndex(self.storage_dir / "kacheryfs.db"),
+                                         on_stored=self.lifecycle.stored),
                              ResultUrls(url_secret(self.keys.seed)))
         self.tasks.forwarder = self.task_forwarder = TaskForwarder(self.tasks, self.download_peers)
         self.feed_replicator = FeedReplicator(

@@ -248,18 +248,3 @@ def test_incoming_symlink_is_there_when_close_returns(mounted, tmp_path):
     assert os.readlink(mnt / "incoming" / "py-now.txt") == f"../sha1/{sha1_of(b'python, at once')}/py-now.txt"
     subprocess.run(["sh", "-c", f"printf 'shell, at once' > {mnt}/incoming/sh-now.txt"], check=True)
     assert os.readlink(mnt / "incoming" / "sh-now.txt") == f"../sha1/{sha1_of(b'shell, at once')}/sh-now.txt"
-
-
-def test_listing_sha1_streams_every_hash_once(tmp_path):
-    """Thousands of hashes need many readdir calls; each resumes where the last stopped."""
-    from kachery_client.store import Store
-    storage = tmp_path / "storage"
-    store = Store(storage)
-    expected = {store.add_bytes(b"%d" % i).sha1 for i in range(3000)}
-    with mounted_node(tmp_path, storage=storage) as (_, mnt):
-        out = subprocess.run(["ls", "-f", str(mnt / "sha1")], capture_output=True, text=True, check=True)
-        names = [n for n in out.stdout.split() if n not in (".", "..")]
-        assert len(names) == len(expected) and set(names) == expected
-        assert sorted(os.listdir(mnt / "sha1")) == sorted(expected)          # a second listing
-        one = sorted(expected)[0]
-        assert (mnt / "sha1" / one / "x").read_bytes() in {b"%d" % i for i in range(3000)}

@@ -80,6 +80,8 @@ def test_pure_calculation_runs_once_then_comes_from_the_store(node, served):
     with sqlite3.connect(node.storage_dir / "kacheryfs.db") as db:
         (sha1,) = db.execute("SELECT result_sha1 FROM task_results WHERE channel = 'ch1' AND task_hash = ?",
                              (r.task_id,)).fetchone()
+        # and recorded as content stored here, like every blob the node writes (the mount lists it)
+        assert db.execute("SELECT kind FROM blobs WHERE sha1 = ?", (sha1,)).fetchone() == ("owned",)
     assert (node.storage_dir / "sha1" / sha1[0:2] / sha1[2:4] / sha1[4:6] / sha1).read_bytes() == b"42"
 
 

@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from kachery_client.errors import NotFoundError
+from kacheryfs.fuse import listing as listing_module
 from kacheryfs.fuse.ops import Operations
 from kacheryfs.fuse.vfs import INCOMING_INODE, ROOT_INODE, SHA1_INODE, VFS, FsError
 from kacheryfs.node import Node
@@ -113,7 +114,12 @@ def test_one_inode_per_content_forgotten_with_the_kernel(node):
     run(main)
 
 
-def test_sha1_listing_resumes_and_forgets(node, monkeypatch):
+def test_sha1_listing_walks_until_reconciled_then_pages_through_the_index(node, monkeypatch):
+    """What ops.readdir does, 7 entries per call over pages of 8: every hash once, from one walk
+    before the startup reconciliation and from the index after it; an index listing resumed at
+    any offset neither repeats nor skips, whatever was stored or dropped meanwhile; and a listing
+    leaves no inode behind."""
+    monkeypatch.setattr(listing_module, "PAGE", 8)
     hashes = sorted(node.store.add_bytes(b"%d" % i).sha1 for i in range(50))
     vfs = VFS(node)
     walks = []
@@ -124,26 +130,50 @@ def test_sha1_listing_resumes_and_forgets(node, monkeypatch):
         return real_iter()
     monkeypatch.setattr(node.store, "iter_hashes", counted)
 
-    async def main():
-        fh = vfs.open_dir(SHA1_INODE)
-        seen, start = [], 0
-        while True:                                  # what ops.readdir does, 7 entries per call
+    async def read(fh, start=0, between=lambda names: None):
+        seen = []
+        while True:
             listing = await vfs.listing(fh, start)
-            batch = []
-            while len(batch) < 7 and (item := listing.peek()) is not None:
-                batch.append(item)
-                listing.advance()
-                vfs.taken(item.sha1, item.kind, item.name)
+            page, i = await listing.entries(start)
+            batch = page[i:i + 7]
             if not batch:
-                break
-            seen += [i.name for i in batch]
-            start = batch[-1].next_id
-        vfs.release_dir(fh)
-        assert sorted(seen) == hashes and len(walks) == 1      # one walk, not one per call
-        assert len(vfs.content) == 50
-        vfs.forget([(vfs.content_ino(h, 0), 1) for h in hashes])
-        assert len(vfs.content) == 0
+                vfs.release_dir(fh)
+                return seen
+            seen += [sha1 for _, sha1 in batch]
+            start = listing.took(len(batch))
+            between(seen)
+
+    async def main():
+        walked = await read(vfs.open_dir(SHA1_INODE))          # not reconciled yet: a walk
+        assert sorted(walked) == hashes and len(walks) == 1    # one walk, not one per call
+        assert [i.name for i in await vfs.list_dir(SHA1_INODE, 45)] == walked[45:]
+        assert len(walks) == 2                                 # a seek elsewhere: a new walk
         fh = vfs.open_dir(SHA1_INODE)
-        listing = await vfs.listing(fh, 45)                    # a seek elsewhere: a new walk
-        assert [listing.peek().name] == [seen[45]] and len(walks) == 2
+        listing = await vfs.listing(fh, 0)
+        page, _ = await listing.entries(0)
+        listing.took(7)                                        # sent 7; the kernel kept 3 of them
+        page, i = await listing.entries(page[2][0])
+        assert page[i][1] == walked[3] and len(walks) == 3     # resumed within the page, no new walk
+        vfs.release_dir(fh)
+
+        await trio.to_thread.run_sync(node.lifecycle.reconcile)
+        assert sorted(await read(vfs.open_dir(SHA1_INODE))) == hashes and len(walks) == 3
+
+        dropped, stored = [], []
+
+        def change(seen):                                      # mid-listing, after the first batch
+            if not dropped:
+                dropped.append(next(h for h in reversed(hashes) if h not in seen))
+                node.lifecycle.remove(dropped[0])
+                stored.append(node.store.add_bytes(b"stored meanwhile").sha1)
+                node.lifecycle.stored(stored[0])
+        seen = await read(vfs.open_dir(SHA1_INODE), between=change)
+        assert len(seen) == len(set(seen)) and set(seen) == set(hashes) - set(dropped) | set(stored)
+        assert not node.store.has(dropped[0])
+        fh = vfs.open_dir(SHA1_INODE)
+        page, _ = await (await vfs.listing(fh, 0)).entries(0)
+        vfs.release_dir(fh)
+        assert await read(vfs.open_dir(SHA1_INODE), start=page[4][0]) == seen[5:]   # resumed anywhere
+        assert await read(vfs.open_dir(SHA1_INODE), start=page[-1][0] + 10_000) == []
+        assert len(vfs.content) == 0                           # nothing listed is held
     run(main)

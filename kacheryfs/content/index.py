@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kacheryfs.sqlite_db import ThreadLocalDB
 
 KINDS = ("owned", "cached", "link")
 TOTAL_KINDS = (*KINDS, "pinned", "quarantine")
+RECONCILE_BATCH = 2000
 
 
 def _total_triggers(table: str, kind_expr: str, pinned: bool) -> list[str]:
@@ -227,6 +229,13 @@ class NodeIndex:
     def all_sha1s(self) -> set[str]:
         return {r[0] for r in self._conn().execute("SELECT sha1 FROM blobs")}
 
+    def hashes_after(self, rowid: int, limit: int) -> list[tuple[int, str]]:
+        """(rowid, sha1) of the next `limit` records after `rowid`, in rowid order: the mount's
+        sha1/ listing. A rowid never changes while its row lives, so a listing resumed at a rowid
+        neither repeats nor skips a record, whatever was added or removed meanwhile."""
+        return self._conn().execute("SELECT rowid, sha1 FROM blobs WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                                    (rowid, limit)).fetchall()
+
     # ---- pins -------------------------------------------------------------------------------
 
     def set_pinned(self, sha1: str, pinned: bool) -> bool:
@@ -283,19 +292,42 @@ class NodeIndex:
         known = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT sha1, size, kind FROM blobs")}
         added = 0
         seen = set()
+        # Written in transactions of RECONCILE_BATCH changes, each made after its batch was found
+        # (the write lock is never held across the walk): one commit per row made a first start
+        # on 100,000 blobs take seconds.
+        batch: list[tuple[str, tuple[Any, ...]]] = []
         for sha1, size, kind in present:
             seen.add(sha1)
             record = known.get(sha1)
             if record is None:
                 # OR IGNORE: a fetch recorded meanwhile keeps its kind
-                added += conn.execute("INSERT OR IGNORE INTO blobs (sha1, size, last_used, kind) "
-                                      "VALUES (?, ?, ?, ?)", (sha1, size, time.time(), kind)).rowcount
+                batch.append(("INSERT OR IGNORE INTO blobs (sha1, size, last_used, kind) VALUES (?, ?, ?, ?)",
+                              (sha1, size, time.time(), kind)))
             elif record[0] != size or (record[1] == "link") != (kind == "link"):
                 new_kind = "link" if kind == "link" else ("owned" if record[1] == "link" else record[1])
-                conn.execute("UPDATE blobs SET size = ?, kind = ? WHERE sha1 = ?", (size, new_kind, sha1))
-                added += 1
+                batch.append(("UPDATE blobs SET size = ?, kind = ? WHERE sha1 = ?", (size, new_kind, sha1)))
+            if len(batch) >= RECONCILE_BATCH:
+                added += self._write_batch(batch)
+                batch = []
+        added += self._write_batch(batch)
         removed = 0
         for sha1 in set(known) - seen:
             if gone(sha1) and self.forget(sha1) is not None:
                 removed += 1
         return added, removed
+
+    def _write_batch(self, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
+        """Run the statements in one transaction; the number of rows they changed."""
+        if not statements:
+            return 0
+        conn = self._conn()
+        changed = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in statements:
+                changed += conn.execute(sql, args).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return changed

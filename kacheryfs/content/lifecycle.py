@@ -104,6 +104,9 @@ class Lifecycle:
         self.quarantine_dir = store.root / "quarantine"
         self.partial_dir = store.root / "partial"
         self.pinned: set[str] = {sha1 for sha1, _ in index.pinned()}     # read on the loop (xattrs)
+        # True once a reconcile finished: from then on the index records every blob in sha1/
+        # (the mount lists sha1/ from it; docs/ARCHITECTURE.md "The mount at scale").
+        self.reconciled = False
 
     # ---- records ----------------------------------------------------------------------------
 
@@ -127,6 +130,7 @@ class Lifecycle:
         """Records := what is on disk (one walk). (records added or fixed, records removed)."""
         found = ((f.sha1, f.size, "link" if f.is_link else "owned") for f in walk(self.store))
         added, removed = self.index.reconcile(found, gone=lambda sha1: self.store.locate(sha1) is None)
+        self.reconciled = True
         if added or removed:
             log.info("index reconciled with the store: %d records added or fixed, %d removed", added, removed)
         return added, removed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,9 @@ import pyfuse3
 from kachery_client.errors import IntegrityError, LocalStorageError, NotFoundError, TransferError, UsageError
 from kacheryfs import metrics
 from kacheryfs.exception_groups import first_error, leaves
+from kacheryfs.fuse.inodes import HASHDIR, content_ino
+from kacheryfs.fuse.listing import HashListing
+from kacheryfs.fuse.plain_entries import PlainEntry, plain_entry
 from kacheryfs.fuse.vfs import VFS, XATTR_PREFIX, Attr, Content, FsError, Incoming
 
 log = logging.getLogger(__name__)
@@ -104,6 +108,8 @@ class Operations(pyfuse3.Operations):
         self._readers: dict[int, Content] = {}    # file handle -> open blob (or blob arriving)
         self._writers: dict[int, Incoming] = {}   # file handle -> incoming file
         self._next_fh = 1
+        # The entry sent for every hash in sha1/ (None: this pyfuse3 cannot send plain entries).
+        self._hashdir: PlainEntry | None = plain_entry(_entry(vfs.hashdir_attr("0" * 40)))
 
     def _new_fh(self) -> int:
         fh = self._next_fh
@@ -141,8 +147,11 @@ class Operations(pyfuse3.Operations):
     @_translate
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         listing = await self.vfs.listing(fh, start_id)
+        if isinstance(listing, HashListing):
+            await self._readdir_hashes(listing, start_id, token)
+            return
         # readdir_reply copies the attributes at once: entries that differ only in their inode
-        # (all of sha1/) share one EntryAttributes, renumbered per entry.
+        # share one EntryAttributes, renumbered per entry (sha1/ itself: _readdir_hashes).
         shared: dict[tuple[int, int, int, int, float], pyfuse3.EntryAttributes] = {}
         while (item := listing.peek()) is not None:
             a = item.attr
@@ -156,6 +165,26 @@ class Operations(pyfuse3.Operations):
             listing.advance()
             if item.sha1 is not None:       # readdirplus: the kernel now holds the inode
                 self.vfs.taken(item.sha1, item.kind, item.name)
+
+    async def _readdir_hashes(self, listing: HashListing, start: int, token: Any) -> None:
+        """sha1/: page after page while the kernel has room, each entry plain (no inode for the
+        kernel to hold, plain_entries.py) where this pyfuse3 allows, else a counted lookup."""
+        plain, reply = self._hashdir, pyfuse3.readdir_reply
+        while True:
+            page, i = await listing.entries(start)
+            sent = 0
+            for next_id, sha1 in itertools.islice(page, i, None):
+                if plain is not None:
+                    if not reply(token, sha1.encode(), plain.d_ino(content_ino(sha1, HASHDIR)), next_id):
+                        break
+                elif reply(token, sha1.encode(), _entry(self.vfs.hashdir_attr(sha1)), next_id):
+                    self.vfs.taken(sha1, HASHDIR)
+                else:
+                    break
+                sent += 1
+            start = listing.took(sent)
+            if i + sent < len(page) or not page:      # the kernel's buffer is full, or sha1/ ends
+                return
 
     async def releasedir(self, fh: int) -> None:
         self.vfs.release_dir(fh)

@@ -17,9 +17,9 @@ NotFoundError (ENOENT), a failing or slow source -> TransferError (EIO).
 
 Inodes: one per hash directory and one per content (all names under sha1/<h>/ are hard links of
 one file: one page cache per content), numbered from the hash and forgotten when the kernel
-forgets them (inodes.py). Listing sha1/ streams a walk of the store's directories, resumed from
-where the last readdir of the same open directory stopped (`Listing`), so a listing of N hashes
-costs one walk, not N/k of them.
+forgets them (inodes.py). Listing sha1/ pages through the node's index (listing.py), resumed
+where the last readdir of the same open directory stopped; its entries give the kernel no inode
+(ops.py), so a listing of N hashes leaves nothing behind, in the kernel or here.
 
 Concurrency: every method runs on the trio loop. Files being written into incoming/ live in
 incoming.py. Concurrent lookups of one missing hash share one fetch (the fetcher is single-flight).
@@ -32,8 +32,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +40,12 @@ import trio
 
 from kachery_client.errors import NotFoundError, TransferError, UsageError
 from kachery_client.uri import check_name, format_file_uri, is_sha1
+from kacheryfs import metrics
 from kacheryfs.content.fetcher import Transfer
 from kacheryfs.fuse.entries import IMMUTABLE_TIMEOUT, MUTABLE_TIMEOUT, Attr, Entry, FsError
 from kacheryfs.fuse.incoming import Incoming, IncomingFiles
 from kacheryfs.fuse.inodes import BLOB, HASHDIR, ContentInodes, content_ino, is_content_ino
+from kacheryfs.fuse.listing import DirItem, HashListing, Listing, index_pages, walk_pages
 from kacheryfs.node import Node
 
 log = logging.getLogger(__name__)
@@ -55,43 +56,6 @@ SHA1_INODE = 2
 INCOMING_INODE = 3
 XATTR_PREFIX = "user.kachery."
 _FIRST_LISTING_FH = 1 << 40          # directory handles above inode numbers of fixed entries
-
-
-@dataclass
-class DirItem:
-    """One directory entry; `sha1` set for content, whose inode the kernel then holds (readdirplus)."""
-    name: str
-    attr: Attr
-    next_id: int
-    sha1: str | None = None
-    kind: int = HASHDIR
-
-
-class Listing:
-    """An open directory's entries, handed out from where the last readdir stopped. An entry the
-    kernel had no room for stays at the front (`peek` gives it again)."""
-
-    def __init__(self, produce: Any):
-        self._produce = produce          # () -> Iterator[DirItem], the whole directory in order
-        self._items: Iterator[DirItem] = iter(())
-        self._held: DirItem | None = None
-        self._next_id = -1
-
-    def seek(self, start: int) -> None:
-        if start == self._next_id:
-            return
-        self._items, self._held, self._next_id = self._produce(), None, 0
-        while self._next_id < start and self.peek() is not None:
-            self.advance()
-
-    def peek(self) -> DirItem | None:
-        if self._held is None:
-            self._held = next(self._items, None)
-        return self._held
-
-    def advance(self) -> None:
-        assert self._held is not None
-        self._next_id, self._held = self._held.next_id, None
 
 
 class Content:
@@ -142,7 +106,8 @@ class VFS:
             INCOMING_INODE: Entry(INCOMING_INODE, "dir")}
         self._by_key: dict[tuple[str, ...], int] = {}
         self.content = ContentInodes()
-        self._listings: dict[int, Listing] = {}
+        metrics.MOUNT_INODES.set_function(lambda: len(self.content))
+        self._listings: dict[int, HashListing] = {}
         self._next_fh = _FIRST_LISTING_FH
         self.incoming_files = IncomingFiles(node, spawn, self._new_incoming_entry)
         self._next_ino = 16
@@ -210,7 +175,8 @@ class VFS:
             sha1 = name.lower()
             if not is_sha1(sha1):
                 raise NotFoundError(f"not a hash: {name!r}")
-            await self.size_of(sha1)                    # absent everywhere: ENOENT; fetches nothing
+            if not self._blob_file_here(sha1):
+                await self.size_of(sha1)                # absent everywhere: ENOENT; fetches nothing
             return self._dir_attr(self.taken(sha1, HASHDIR), IMMUTABLE_TIMEOUT)
         if parent == INCOMING_INODE:
             inc = self.incoming_files.by_name.get(name)
@@ -230,6 +196,15 @@ class VFS:
             self.taken(parent_entry.sha1, BLOB, name)
             return attr
         raise NotFoundError(name)
+
+    def _blob_file_here(self, sha1: str) -> bool:
+        """One stat, on the loop: `ls -l sha1/` looks up every hash listed (the listing gives the
+        kernel no attributes). The directory of a blob file present exists; its bytes are checked
+        when a file in it is looked up or opened (a torn blob is then missing, as everywhere)."""
+        try:
+            return stat.S_ISREG(os.stat(self.node.store.path_for(sha1)).st_mode)
+        except OSError:
+            return False
 
     async def getattr(self, ino: int) -> Attr:
         e = self.entry(ino)
@@ -309,31 +284,45 @@ class VFS:
     # ---- directories --------------------------------------------------------------------
 
     def open_dir(self, ino: int) -> int:
-        """A handle for readdir: sha1/ gets a Listing of its own, resumed call after call."""
+        """A handle for readdir: sha1/ gets a HashListing of its own, resumed call after call: from
+        the index once the node's startup reconciliation has run, from a walk of the store before."""
         if ino != SHA1_INODE:
             return ino
         fh = self._next_fh
         self._next_fh += 1
-        self._listings[fh] = Listing(self._list_hashes)
+        pages = index_pages(self.node) if self.node.lifecycle.reconciled else walk_pages(self.node)
+        self._listings[fh] = HashListing(pages)
         return fh
 
     def release_dir(self, fh: int) -> None:
         self._listings.pop(fh, None)
 
-    async def listing(self, fh: int, start: int) -> Listing:
+    async def listing(self, fh: int, start: int) -> Listing | HashListing:
         """The entries of an open directory from offset `start` on. sha1/ never touches the network."""
-        listing = self._listings.get(fh)
-        if listing is None:
-            items = await self._dir_items(fh)
-            listing = Listing(lambda: iter(items))
+        hashes = self._listings.get(fh)
+        if hashes is not None:
+            return hashes
+        items = await self._dir_items(fh)
+        listing = Listing(lambda: iter(items))
         listing.seek(start)
         return listing
+
+    def hashdir_attr(self, sha1: str) -> Attr:
+        return self._dir_attr(self.content_ino(sha1, HASHDIR), IMMUTABLE_TIMEOUT)
 
     async def list_dir(self, ino: int, start: int) -> list[DirItem]:
         """All entries of a directory from offset `start` on (for callers without a handle)."""
         fh = self.open_dir(ino)
         try:
-            listing, out = await self.listing(fh, start), []
+            listing = await self.listing(fh, start)
+            out: list[DirItem] = []
+            if isinstance(listing, HashListing):
+                while True:
+                    page, i = await listing.entries(start)
+                    if i == len(page):
+                        return out
+                    out += [DirItem(sha1, self.hashdir_attr(sha1), next_id, sha1) for next_id, sha1 in page[i:]]
+                    start = listing.took(len(page) - i)
             while (item := listing.peek()) is not None:
                 out.append(item)
                 listing.advance()
@@ -355,10 +344,6 @@ class VFS:
             attr = await self._blob_attr(self.content_ino(e.sha1, BLOB), e.sha1)
             return [DirItem(name, attr, i + 1, e.sha1, BLOB) for i, name in enumerate(names)]
         raise FsError(errno.ENOTDIR)
-
-    def _list_hashes(self) -> Iterator[DirItem]:
-        for i, sha1 in enumerate(self.node.store.iter_hashes()):
-            yield DirItem(sha1, self._dir_attr(self.content_ino(sha1, HASHDIR), IMMUTABLE_TIMEOUT), i + 1, sha1)
 
     # ---- incoming/: namespace checks here, the files themselves in incoming.py ---------------
 

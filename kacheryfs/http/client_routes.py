@@ -330,6 +330,8 @@ async def _slice_chunk(node: Node, sha1: str, chunk_of: s.ChunkOf) -> Any:
             f.seek(start)
             w.write(f.read(end - start))
             w.commit()
+            if node.index.get(sha1) is None:     # recorded like every blob the node writes (sha1/ lists it)
+                node.lifecycle.stored(sha1)
         return node.store.path_for(sha1)
     return await trio.to_thread.run_sync(copy_range)
 

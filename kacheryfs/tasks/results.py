@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -60,9 +61,10 @@ class _Bounded(OrderedDict[tuple[str, str], str]):
 
 
 class TaskResults:
-    def __init__(self, store: Store, index: TaskResultIndex):
+    def __init__(self, store: Store, index: TaskResultIndex, on_stored: Callable[[str], object] | None = None):
         self.store = store
         self.index = index
+        self._on_stored = on_stored                  # (sha1) -> None, in the worker thread: the node records it
         self._queries: dict[tuple[str, str], tuple[float, bytes]] = {}
         self._sha1s = _Bounded(RESULT_SHA1_CACHE)    # (channel, hash) -> result blob, for GETs
 
@@ -81,6 +83,8 @@ class TaskResults:
 
         def keep() -> str:
             blob = self.store.add_bytes(data)
+            if self._on_stored is not None:
+                self._on_stored(blob.sha1)
             self.index.put(channel, task_hash, blob.sha1)
             return blob.sha1
         self._sha1s[(channel, task_hash)] = await trio.to_thread.run_sync(keep)
