@@ -6,7 +6,9 @@
 Rows (issue 13): offline store_json / load_json (1.2.0 in its local "ephemeral" mode), store_file of
 a large file (/ sha1sum), store_json through our node (our client, and 1.2.0's with a breakdown),
 mount reads (first name warm, a second name, / the blob file read directly / a minimal pyfuse3
-pass-through with keep_cache, bench/passthrough.py), cp into incoming/ (/ sha1sum), peer fetch to
+pass-through with keep_cache, bench/passthrough.py; both FUSE page caches re-filled each round),
+cp into incoming/ (/ sha1sum; and again, like a plain cp onto the storage's file system, each
+after freeing as much page cache), peer fetch to
 a node with its mount up (/ sha1sum; S3 with --s3), and at scale: `ls -f sha1/` vs `find`,
 `kacheryfs status`, node RSS growth from listing twice. Ratios are throughput ratios (higher is
 better) unless the column says otherwise. Needs root and /dev/fuse for the mount rows; the 1.2.0
