@@ -223,7 +223,7 @@ def bench_mount(tmp: Path, src: Path, cp_src: Path, base_cp: float, rounds: int 
                 for p in pair:
                     warm(p)
                 for p in pair:
-                    py_read(p)          # the first read after a fill pays once for the pages' LRU moves
+                    py_read(p)          # the first read after a fill is slower than the next (LRU moves, likely)
                 for name, fn in (("direct", lambda: py_read(blob_path)), ("mount", lambda: py_read(first)),
                                  ("pt", lambda: py_read(pt)), ("direct_dd", lambda: dd(blob_path)),
                                  ("mount_dd", lambda: dd(first)),
