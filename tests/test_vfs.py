@@ -1,6 +1,7 @@
 """The mount's namespace core and the FUSE adapter, awaited directly (no kernel, no mount)."""
 
 import errno
+import hashlib
 import os
 import stat
 
@@ -10,9 +11,11 @@ import trio
 
 from kachery_client.errors import NotFoundError
 from kacheryfs.fuse import listing as listing_module
+from kacheryfs.fuse.incoming import INGEST_BATCH, QUEUE_DEPTH
 from kacheryfs.fuse.ops import Operations
 from kacheryfs.fuse.vfs import INCOMING_INODE, ROOT_INODE, SHA1_INODE, VFS, FsError
 from kacheryfs.node import Node
+from tests.support.smallfs import small_fs
 
 
 @pytest.fixture
@@ -70,6 +73,71 @@ def test_incoming_lifecycle(node):
             await vfs.create(SHA1_INODE, "x")
         assert e.value.errno == errno.EPERM
     run(main)
+
+
+MIB = 1 << 20
+# More batches than the queue holds, so writes wait for the writer task (the backpressure path).
+QUEUED_PAST_DEPTH = (QUEUE_DEPTH + 3) * INGEST_BATCH
+
+
+def _payload(size):
+    block = os.urandom(MIB)
+    return b"".join(block[i:] + block[:i] for i in range(size // MIB))
+
+
+async def _write_all(files, inc, data):
+    for off in range(0, len(data), MIB):
+        await files.write(inc, off, data[off:off + MIB])
+
+
+def test_incoming_batches_queued_in_a_writer_task(node):
+    """With a nursery (as in the mount) batches are queued for a writer task: every byte is stored
+    in order, and a file removed with batches still queued leaves nothing behind."""
+    data = _payload(QUEUED_PAST_DEPTH)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            vfs = VFS(node, spawn=nursery.start_soon)
+            files = vfs.incoming_files
+            inc = await vfs.create(INCOMING_INODE, "queued.bin")
+            await _write_all(files, inc, data)
+            await files.store(inc)
+            assert inc.sha1 == hashlib.sha1(data).hexdigest()
+            assert node.store.read_bytes(inc.sha1) == data
+
+            gone = await vfs.create(INCOMING_INODE, "gone.bin")
+            await _write_all(files, gone, data[:-MIB] + b"x" * MIB)
+            await vfs.unlink(INCOMING_INODE, "gone.bin")
+            with pytest.raises(FsError):
+                await files.write(gone, len(data), b"more")
+            assert os.listdir(node.storage_dir / "tmp") == []
+            assert list(node.store.iter_hashes()) == [inc.sha1]
+    run(main)
+
+
+def test_incoming_disk_full_reaches_the_writer(tmp_path):
+    """A batch refused by a full disk (a real 24 MiB tmpfs) fails a later write or the store
+    (close) with ENOSPC, whichever comes first; nothing is stored and no temp file stays."""
+    data = _payload(QUEUED_PAST_DEPTH)
+
+    async def main(n):
+        async with trio.open_nursery() as nursery:
+            vfs = VFS(n, spawn=nursery.start_soon)
+            inc = await vfs.create(INCOMING_INODE, "big.bin")
+            with pytest.raises(FsError) as e:
+                await _write_all(vfs.incoming_files, inc, data)
+                await vfs.incoming_files.store(inc)
+            assert e.value.errno == errno.ENOSPC
+            assert "big.bin" not in vfs.incoming_files.by_name
+            assert inc.sha1 is None
+    with small_fs(tmp_path / "small") as storage:
+        n = Node(storage)
+        try:
+            run(main, n)
+            assert os.listdir(storage / "tmp") == []
+            assert list(n.store.iter_hashes()) == []
+        finally:
+            n.close()
 
 
 def test_adapter_translates_errors(node):

@@ -1,9 +1,12 @@
 """incoming/: files being written into the mount, hashed as they arrive and stored on close.
 
-Each file is written by one BlobWriter. Bytes are batched in memory up to INGEST_BATCH and handed
-to a worker thread in the background (at most one batch in flight per file, so memory stays
-bounded whatever the file's size); store, discard and unlink first wait for that batch
-(`Incoming.idle`). Writes must be sequential: hashing as bytes arrive needs them in order.
+Each file is written by one BlobWriter. Bytes are batched in memory up to INGEST_BATCH and queued
+(at most QUEUE_DEPTH batches) for the file's writer task, which hashes and writes them in order in
+a worker thread while the kernel's next writes are already answered. A write waits only while the
+queue is full, so memory stays bounded whatever the file's size. A batch that fails (disk full)
+fails the next write, or close() (flush) if none follows, with its errno; the file is discarded.
+Store, discard and unlink first close the queue and wait for the writer task (`Incoming.drained`).
+Writes must be sequential: hashing as bytes arrive needs them in order.
 
 Concurrency: every method runs on the trio loop; only the BlobWriter's write/commit/abort run in
 worker threads, never two at once for one file.
@@ -33,6 +36,10 @@ from kacheryfs.node import Node
 log = logging.getLogger(__name__)
 
 INGEST_BATCH = 4 * 1024 * 1024
+# Batches queued per file beyond the one being written: the writer thread's pace varies (page-cache
+# allocation, write-back), and the kernel's writes need not wait for each batch. Memory per file:
+# at most (QUEUE_DEPTH + 2) batches (queued, being written, filling).
+QUEUE_DEPTH = 4
 
 
 def _set_event() -> trio.Event:
@@ -50,8 +57,9 @@ class Incoming:
     pending_size: int = 0
     open_count: int = 0
     sha1: str | None = None
-    idle: trio.Event = field(default_factory=_set_event)   # no batch in a worker thread
-    error: FsError | None = None                             # what the last batch hit
+    queue: trio.MemorySendChannel[list[bytes]] | None = None   # batches for the writer task
+    drained: trio.Event = field(default_factory=_set_event)   # no writer task (or it has ended)
+    error: FsError | None = None                             # what a batch hit
     received: int = 0                                        # bytes accepted from the kernel
     mtime_ns: int = field(default_factory=time.time_ns)
 
@@ -119,26 +127,47 @@ class IncomingFiles:
             # Hashing as bytes arrive needs them in order; cp, shells and Python all write so.
             await self._discard(inc)
             raise FsError(errno.EIO, f"incoming/ takes sequential writes only (offset {offset}, size {inc.size})")
+        if inc.error is not None:               # an earlier batch failed: this write reports it
+            await self._raise_batch_error(inc)
         inc.pending.append(data)            # kept as the kernel sent it: written with one writev, not joined
         inc.pending_size += len(data)
         inc.received += len(data)
         if inc.pending_size >= INGEST_BATCH:
-            # Double buffering: one batch hashed and written in a thread while the next fills,
-            # so replies to the kernel do not wait for hashing. Memory: two batches per file.
-            await inc.idle.wait()
-            await self._raise_batch_error(inc)
             batch, inc.pending, inc.pending_size = inc.pending, [], 0
-            inc.idle = trio.Event()
-            if self._spawn is not None:
-                self._spawn(self._write_batch, inc, inc.writer, batch, inc.idle)
-            else:
-                await self._write_batch(inc, inc.writer, batch, inc.idle)
-                await self._raise_batch_error(inc)
+            await self._hand_on(inc, inc.writer, batch)
         inc.mtime_ns = time.time_ns()
         return len(data)
 
+    async def _hand_on(self, inc: Incoming, writer: BlobWriter, batch: list[bytes]) -> None:
+        """Queue a batch for the file's writer task (started with the first batch); waits only
+        while QUEUE_DEPTH batches are queued. Without a nursery to run it in: written inline."""
+        if self._spawn is None:
+            await self._write_batch(inc, writer, batch)
+            await self._raise_batch_error(inc)
+            return
+        if inc.queue is None:
+            inc.queue, batches = trio.open_memory_channel[list[bytes]](QUEUE_DEPTH)
+            inc.drained = trio.Event()
+            self._spawn(self._write_batches, inc, writer, batches, inc.drained)
+        try:
+            await inc.queue.send(batch)
+        except trio.ClosedResourceError:      # discarded or stored while this write waited
+            raise FsError(errno.EIO, "this incoming file was discarded") from None
+
+    async def _write_batches(self, inc: Incoming, writer: BlobWriter,
+                             batches: trio.MemoryReceiveChannel[list[bytes]], drained: trio.Event) -> None:
+        """The file's writer task: its batches in order, one worker thread at a time. After a
+        failure, or once the file is discarded, the rest are dropped (never written)."""
+        try:
+            async with batches:
+                async for batch in batches:
+                    if inc.error is None and inc.writer is writer:
+                        await self._write_batch(inc, writer, batch)
+        finally:
+            drained.set()
+
     @staticmethod
-    async def _write_batch(inc: Incoming, writer: BlobWriter, batch: list[bytes], done: trio.Event) -> None:
+    async def _write_batch(inc: Incoming, writer: BlobWriter, batch: list[bytes]) -> None:
         try:
             await trio.to_thread.run_sync(writer.write_parts, batch)
         except LocalStorageError as e:        # e.g. ENOSPC in the storage dir
@@ -148,8 +177,14 @@ class IncomingFiles:
         except Exception as e:                # a bug: fail this file, keep the mount
             log.exception("writing incoming/%s failed", inc.entry.name)
             inc.error = FsError(errno.EIO, f"internal error: {e}")
-        finally:
-            done.set()
+
+    async def _drain(self, inc: Incoming) -> None:
+        """Close the file's queue and wait until its writer task has ended: no worker thread
+        touches the BlobWriter after this."""
+        queue, inc.queue = inc.queue, None
+        if queue is not None:
+            await queue.aclose()
+        await inc.drained.wait()
 
     async def _raise_batch_error(self, inc: Incoming) -> None:
         if inc.error is not None:
@@ -177,7 +212,7 @@ class IncomingFiles:
         A refused write (disk full, ...) raises FsError with its errno: close() reports it."""
         if inc.writer is None:
             return
-        await inc.idle.wait()
+        await self._drain(inc)
         if inc.error is not None:
             await self._raise_batch_error(inc)
         writer, inc.writer = inc.writer, None
@@ -207,8 +242,8 @@ class IncomingFiles:
 
     async def _discard(self, inc: Incoming) -> None:
         """A failed write: nothing of this file is stored, and its entry goes away."""
-        await inc.idle.wait()                 # never close the temp file under a worker thread
-        writer, inc.writer = inc.writer, None
+        writer, inc.writer = inc.writer, None   # the writer task drops what is still queued
+        await self._drain(inc)                  # never close the temp file under a worker thread
         if writer is not None:
             await trio.to_thread.run_sync(writer.abort)
         if self.by_name.get(inc.entry.name or "") is inc:
@@ -220,6 +255,6 @@ class IncomingFiles:
         if inc is None:
             raise NotFoundError(name)
         if inc.writer is not None:              # removed mid-write: store nothing
-            await inc.idle.wait()
             writer, inc.writer = inc.writer, None
+            await self._drain(inc)
             await trio.to_thread.run_sync(writer.abort)
