@@ -65,6 +65,7 @@ class Transfer:
     _attempts: list[int] = field(default_factory=list)
     _written: list[int] = field(default_factory=list)
     _hash_stopped: bool = False
+    hashed: int = 0                 # bytes from the file's start in the whole-file hash so far
 
     @property
     def bytes_present(self) -> int:

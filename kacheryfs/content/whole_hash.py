@@ -41,11 +41,13 @@ def hash_following(t: Transfer, handoff: FdHandoff) -> str:
                 if attempt != followed:
                     if done:
                         h, done = at_start.copy(), 0
+                        t.hashed = chunk.start
                     followed = attempt
                     continue
                 if written > done:
                     hash_range(h, fd, chunk.start + done, chunk.start + written, buf)
                     done = written
+                    t.hashed = chunk.start + done
                     continue
                 if present:
                     if done != length:      # a verified chunk is whole: never, but never spin
