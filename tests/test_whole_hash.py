@@ -36,7 +36,7 @@ class StorePeer:
         self.reads_of_bad_chunk = 0
         self.hashed_before_fetched_again: int | None = None
 
-    def stat(self, sha1):
+    def stat(self, sha1, need_manifest=True):
         path = self.store.locate(sha1)
         return None if path is None else RemoteBlob(path.stat().st_size)
 

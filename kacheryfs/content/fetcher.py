@@ -189,7 +189,7 @@ class Fetcher(BackgroundHost):
         if local is not None:
             t._plan(os.stat(local).st_size, [], local, set())
             return local
-        found = await self.search.find(t.sha1, self.start_soon)
+        found = await self.search.find(t.sha1, self.start_soon, need_manifest=manifest_sha1 is None)
         size = found[0][1].size
         sources = [SourceState(s) for s, info in found if info.size == size]
         t.source = sources[0].source.label
