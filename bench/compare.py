@@ -244,11 +244,7 @@ def bench_peer(tmp: Path, peer_src: Path, s3: bool) -> None:
     sa, sb, port_a = source_and_reader(tmp / "peer")
     blob = Store(sa).add_file(peer_src)
     uri = f"sha1://{blob.sha1}/peer.bin?manifest={blob.manifest_sha1}"
-    with running_node(sa, port=port_a) as a, mounted_node(tmp / "peer" / "b", storage=sb) as (b, _):
-        # A learns of the blob as from a client sharing its storage dir (kc.store_file's notice):
-        # without it, A's first /peer/stat makes the manifest (one hash pass) inside the timing.
-        # The S3 row's upload makes it before its timing too.
-        a.post("/kacheryfs/added", json={"sha1": blob.sha1, "manifestSha1": blob.manifest_sha1}).raise_for_status()
+    with running_node(sa, port=port_a), mounted_node(tmp / "peer" / "b", storage=sb) as (b, _):
         seconds = load_seconds(b, uri, tmp)
     row(f"peer fetch of {size >> 20} MiB to a node with its mount up", secs(seconds, size), "-",
         f"sha1sum {secs(base, size)}", f"{base / seconds:.2f}x sha1sum (target >= 0.7x)")
