@@ -65,6 +65,7 @@ class Transfer:
     _attempts: list[int] = field(default_factory=list)
     _written: list[int] = field(default_factory=list)
     _hash_stopped: bool = False
+    _following: int = -1            # the chunk the whole-file hash waits on: only its writes wake it
     hashed: int = 0                 # bytes from the file's start in the whole-file hash so far
 
     @property
@@ -113,7 +114,8 @@ class Transfer:
         with self._progress:
             if self._attempts[i] == attempt:
                 self._written[i] = written
-                self._progress.notify_all()
+                if i == self._following:
+                    self._progress.notify_all()
 
     def note_present(self) -> None:
         """Called on the loop after marking a chunk present (the lock is never held across I/O)."""
@@ -135,6 +137,7 @@ class Transfer:
                 now = self._attempts[i], self._written[i], self.present[i]
                 if now[0] != attempt or now[1] > done or now[2]:
                     return now
+                self._following = i
                 self._progress.wait(timeout)
 
     def raise_error(self) -> None:
