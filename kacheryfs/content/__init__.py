@@ -2,7 +2,8 @@
 
 `fetcher` brings a missing blob in from the channel's sources (single flight per hash, chunked,
 every chunk verified before anyone reads it, resumable via partial/). `transfer` is one transfer
-(chunk plan, who holds it, guarded writes); `search` asks the sources for a blob's size;
+(chunk plan, who holds it, guarded writes); `whole_hash` the whole file's hash following the
+downloads; `search` asks the sources for a blob's size;
 `partfile` writes and reads part files; `partial` bounds partial/; `ranges` serves a byte range
 as soon as its chunks are verified. `sources` are the places it asks (other nodes over the peer
 API, an S3-compatible bucket); `index` records names, manifests, kinds (owned/cached/link), pins,

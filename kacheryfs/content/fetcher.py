@@ -15,8 +15,9 @@ that gives up (a cancelled request) does not stop it. Transfers run in the fetch
     retried with backoff, then dropped. A verified chunk is readable at once; in the background
     it is fdatasync'ed, then its index appended to <sha1>.chunks: after a crash or stop the next
     transfer resumes from those;
- 4. hashes the whole file in order while chunks arrive, and publishes it into the store only
-    if that matches too. Nothing unverified is ever served.
+ 4. hashes the whole file in order while the chunks arrive, following the download of the next
+    chunk block by block (whole_hash.py), and publishes it into the store only if that matches
+    too. Nothing unverified is ever served.
 
 Readers that want part of a file before the end (the mount) call `open_transfer` and then
 `Transfer.wait_range(start, end)`: the chunks covering the range jump the queue, and the call
@@ -31,7 +32,6 @@ fails or hangs there is a TransferError naming it, never "not found".
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -49,11 +49,12 @@ from kachery_client.store import Store
 from kachery_client.uri import check_sha1
 from kacheryfs import metrics
 from kacheryfs.background import BackgroundHost
-from kacheryfs.content.partfile import hash_range, record_chunk, remove, resume
+from kacheryfs.content.partfile import record_chunk, remove, resume
 from kacheryfs.content.partial import trim_partial
 from kacheryfs.content.search import SourceSearch
 from kacheryfs.content.sources import Source, SourceError, SourceRefused
 from kacheryfs.content.transfer import Chunk, FdHandoff, ProgressFn, Transfer, download_chunk
+from kacheryfs.content.whole_hash import hash_following
 from kacheryfs.exception_groups import first_error
 
 __all__ = ["Chunk", "Fetcher", "ProgressFn", "Transfer"]
@@ -188,7 +189,7 @@ class Fetcher(BackgroundHost):
         if local is not None:
             t._plan(os.stat(local).st_size, [], local, set())
             return local
-        found = await self.search.find(t.sha1, self.start_soon)
+        found = await self.search.find(t.sha1, self.start_soon, need_manifest=manifest_sha1 is None)
         size = found[0][1].size
         sources = [SourceState(s) for s, info in found if info.size == size]
         t.source = sources[0].source.label
@@ -261,6 +262,7 @@ class Fetcher(BackgroundHost):
             # the chunk is made durable and recorded for a resume.
             t.present[i] = True
             t._events[i].set()
+            t.note_present()
             done = t.bytes_present
             for fn in t.progress:
                 fn(done, t.size)
@@ -284,7 +286,7 @@ class Fetcher(BackgroundHost):
                 # thread writes through its own descriptor and stops writing once told (stop_writes).
                 handoff = FdHandoff(os.dup(fd))
                 try:
-                    digest = await trio.to_thread.run_sync(download_chunk, state.source, t, chunk, handoff,
+                    digest = await trio.to_thread.run_sync(download_chunk, state.source, t, i, handoff,
                                                            abandon_on_cancel=True)
                 finally:
                     handoff.reclaim()      # a thread that never started never uses it
@@ -322,9 +324,10 @@ class Fetcher(BackgroundHost):
             await t._events[0].wait()
             t.raise_error()
             return t.chunks[0].sha1            # the one chunk was verified against the file's hash
-        h = hashlib.sha1()
-        for i, chunk in enumerate(t.chunks):
-            await t._events[i].wait()
-            await trio.to_thread.run_sync(hash_range, h, fd, chunk.start, chunk.end)
-        return h.hexdigest()
+        handoff = FdHandoff(os.dup(fd))
+        try:
+            return await trio.to_thread.run_sync(hash_following, t, handoff, abandon_on_cancel=True)
+        finally:
+            t.stop_hashing()          # an abandoned thread ends at its next look
+            handoff.reclaim()
 

@@ -43,24 +43,32 @@ class SourceSearch:
     def __init__(self, sources: Sequence[Source], timeout: float):
         self.sources = list(sources)
         self.timeout = timeout
-        self._searches: dict[str, _Search] = {}
+        # Keyed by (hash, manifest wanted): a search that asked for manifests also serves a caller
+        # that has one; not the other way round.
+        self._searches: dict[tuple[str, bool], _Search] = {}
 
-    async def find(self, sha1: str, spawn: Spawn | None = None) -> Found:
+    async def find(self, sha1: str, spawn: Spawn | None = None, need_manifest: bool = True) -> Found:
         """Sources that have the blob: peers first, then buckets, each group quickest first.
 
-        `spawn` runs the search where a cancelled caller does not stop it (the fetcher's host)."""
-        s = self._searches.get(sha1)
+        `spawn` runs the search where a cancelled caller does not stop it (the fetcher's host).
+        `need_manifest=False`: the caller has the manifest already; a peer that has none recorded
+        answers without making one (a pass over the whole blob), docs/PROTOCOL.md section 20."""
         now = time.monotonic()
-        if s is not None and s.done.is_set():
-            keep = REMEMBER_FOUND if s.found is not None else REMEMBER_FAILED
-            if now - s.finished_at > keep:
-                s = None
+        s = None
+        for key in [(sha1, True)] if need_manifest else [(sha1, True), (sha1, False)]:
+            s = self._searches.get(key)
+            if s is not None and s.done.is_set():
+                keep = REMEMBER_FOUND if s.found is not None else REMEMBER_FAILED
+                if now - s.finished_at > keep:
+                    s = None
+            if s is not None:
+                break
         if s is None:
-            s = self._searches[sha1] = _Search()
+            s = self._searches[(sha1, need_manifest)] = _Search()
             if spawn is not None:
-                spawn(self._run, sha1, s)
+                spawn(self._run, sha1, s, need_manifest)
             else:
-                await self._run(sha1, s)
+                await self._run(sha1, s, need_manifest)
         await s.done.wait()
         if s.error is not None:
             raise type(s.error)(str(s.error))
@@ -72,11 +80,12 @@ class SourceSearch:
 
     def forget(self, sha1: str) -> None:
         """The blob is local now (or gone): the next search asks again."""
-        self._searches.pop(sha1, None)
+        self._searches.pop((sha1, True), None)
+        self._searches.pop((sha1, False), None)
 
-    async def _run(self, sha1: str, s: _Search) -> None:
+    async def _run(self, sha1: str, s: _Search, need_manifest: bool = True) -> None:
         try:
-            s.found = await self._ask_all(sha1)
+            s.found = await self._ask_all(sha1, need_manifest)
         except KacheryError as e:
             s.error = e
         finally:
@@ -90,8 +99,8 @@ class SourceSearch:
         for k in old:
             del self._searches[k]
 
-    async def _ask_all(self, sha1: str) -> Found:
-        answers = await ask_all(self.sources, sha1, self.timeout)       # in the order of self.sources
+    async def _ask_all(self, sha1: str, need_manifest: bool) -> Found:
+        answers = await ask_all(self.sources, sha1, self.timeout, need_manifest)   # in the order of self.sources
         found = [(a, src) for a, src in zip(answers, self.sources, strict=True) if a.found and a.size is not None]
         missing = [a for a in answers if not a.found and a.error is None]
         problems: dict[str, str] = {}

@@ -59,6 +59,14 @@ class Transfer:
     _urgent: list[int] = field(default_factory=list)
     _queue: list[int] = field(default_factory=list)
     _in_flight: set[int] = field(default_factory=set)
+    # Download progress for the whole-file hash that follows it (whole_hash.py): per chunk, the
+    # number of download attempts begun and the bytes the current one has written.
+    _progress: threading.Condition = field(default_factory=threading.Condition)
+    _attempts: list[int] = field(default_factory=list)
+    _written: list[int] = field(default_factory=list)
+    _hash_stopped: bool = False
+    _following: int = -1            # the chunk the whole-file hash waits on: only its writes wake it
+    hashed: int = 0                 # bytes from the file's start in the whole-file hash so far
 
     @property
     def bytes_present(self) -> int:
@@ -94,6 +102,44 @@ class Transfer:
             self.abandoned = True
         return not already
 
+    def begin_attempt(self, i: int) -> int:
+        """A download of chunk i starts (over whatever an earlier attempt wrote)."""
+        with self._progress:
+            self._attempts[i] += 1
+            self._written[i] = 0
+            self._progress.notify_all()
+            return self._attempts[i]
+
+    def note_written(self, i: int, attempt: int, written: int) -> None:
+        with self._progress:
+            if self._attempts[i] == attempt:
+                self._written[i] = written
+                if i == self._following:
+                    self._progress.notify_all()
+
+    def note_present(self) -> None:
+        """Called on the loop after marking a chunk present (the lock is never held across I/O)."""
+        with self._progress:
+            self._progress.notify_all()
+
+    def stop_hashing(self) -> None:
+        with self._progress:
+            self._hash_stopped = True
+            self._progress.notify_all()
+
+    def wait_written(self, i: int, attempt: int | None, done: int, timeout: float) -> tuple[int, int, bool]:
+        """(attempt, bytes written, present) of chunk i once any differs from what the caller has
+        (`attempt`, `done` bytes, not present). Raises Stopped after stop_hashing."""
+        with self._progress:
+            while True:
+                if self._hash_stopped:
+                    raise Stopped(f"hashing of sha1://{self.sha1} stopped")
+                now = self._attempts[i], self._written[i], self.present[i]
+                if now[0] != attempt or now[1] > done or now[2]:
+                    return now
+                self._following = i
+                self._progress.wait(timeout)
+
     def raise_error(self) -> None:
         if self.error is not None:
             raise copy.copy(self.error).with_traceback(None)     # keeps LocalStorageError.errno
@@ -117,6 +163,8 @@ class Transfer:
     def _plan(self, size: int, chunks: list[Chunk], part_path: Path, present: set[int]) -> None:
         self.size, self.chunks, self.part_path = size, chunks, part_path
         self.present = [i in present for i in range(len(chunks))]
+        self._attempts = [0] * len(chunks)
+        self._written = [c.end - c.start if i in present else 0 for i, c in enumerate(chunks)]
         self._events = [trio.Event() for _ in chunks]
         for i in present:
             self._events[i].set()
@@ -167,12 +215,15 @@ class FdHandoff:
             os.close(fd)
 
 
-def download_chunk(source: Source, t: Transfer, chunk: Chunk, handoff: FdHandoff) -> str:
-    """Stream one chunk into the part file at its offset, hashing it in the same pass.
+def download_chunk(source: Source, t: Transfer, i: int, handoff: FdHandoff) -> str:
+    """Stream chunk i into the part file at its offset, hashing it in the same pass, and report
+    each block written (the whole-file hash follows them).
 
     A write the local disk refuses is a LocalStorageError, whatever the source wraps it in: it fails
     the transfer without counting against the source."""
     fd = handoff.take()
+    chunk = t.chunks[i]
+    attempt = t.begin_attempt(i)
     h = hashlib.sha1()
     pos = chunk.start
     refused: LocalStorageError | None = None
@@ -192,6 +243,7 @@ def download_chunk(source: Source, t: Transfer, chunk: Chunk, handoff: FdHandoff
                     raise refused from None
                 pos += n
                 view = view[n:]
+        t.note_written(i, attempt, pos - chunk.start)
     try:
         source.read_range(t.sha1, chunk.start, chunk.end, sink)
     except Exception:

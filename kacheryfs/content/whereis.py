@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -41,13 +42,16 @@ class Answer:
         return f"{self.source}: {'has it' if self.found else 'not found'}"
 
 
-async def ask_all(sources: Sequence[Source], sha1: str, timeout: float = ASK_TIMEOUT) -> list[Answer]:
+async def ask_all(sources: Sequence[Source], sha1: str, timeout: float = ASK_TIMEOUT,
+                  need_manifest: bool = True) -> list[Answer]:
+    """`need_manifest=False`: the asker has the manifest (Source.stat)."""
     answers: list[Answer | None] = [None] * len(sources)
 
     async def ask(i: int, source: Source) -> None:
         t0 = time.monotonic()
+        stat = source.stat if need_manifest else partial(source.stat, need_manifest=False)
         try:
-            info = await trio.to_thread.run_sync(source.stat, sha1, abandon_on_cancel=True)
+            info = await trio.to_thread.run_sync(stat, sha1, abandon_on_cancel=True)
         except SourceError as e:
             answers[i] = Answer(source.label, source.kind, False, seconds=time.monotonic() - t0, error=str(e),
                                 refused=isinstance(e, SourceRefused))

@@ -51,7 +51,17 @@ async def stat(node: Node, channel: str, peer: str, body: s.PeerStat) -> dict[st
     if path is None:
         return {"found": False}
     size = (await trio.to_thread.run_sync(path.stat)).st_size
-    return {"found": True, "size": size, "manifestSha1": await node.manifest_for(sha1)}
+    if body.needManifest:
+        manifest = await node.manifest_for(sha1)
+    else:
+        # The asker has the manifest: answer the one recorded, never a pass over the whole blob.
+        manifest = await trio.to_thread.run_sync(_recorded_manifest, node, sha1)
+    return {"found": True, "size": size, "manifestSha1": manifest}
+
+
+def _recorded_manifest(node: Node, sha1: str) -> str | None:
+    known = node.index.manifest_for(sha1)
+    return known if known is not None and node.store.has(known) else None
 
 
 async def feed_messages(node: Node, channel: str, peer: str, body: s.PeerFeedMessages) -> dict[str, Any]:

@@ -272,6 +272,7 @@ class CreateTaskResultUploadUrl(Struct):
 
 class PeerStat(Struct):
     sha1: Sha1
+    needManifest: bool = True          # False: the asker has the manifest (docs/PROTOCOL.md section 20)
 
 
 class PeerFeedMessages(Struct):

@@ -37,8 +37,9 @@ class Source(Protocol):
     label: str          # for logs and error messages: says which peer or bucket
     kind: str           # "peer" or "bucket": peers are tried first
 
-    def stat(self, sha1: str) -> RemoteBlob | None:
-        """Size (and manifest hash, if known) of a blob this source has; None if it has not."""
+    def stat(self, sha1: str, need_manifest: bool = True) -> RemoteBlob | None:
+        """Size (and manifest hash, if known) of a blob this source has; None if it has not.
+        `need_manifest=False`: the asker has the manifest; a peer need not make one."""
         ...
 
     def read_range(self, sha1: str, start: int, end: int, sink: Sink) -> None:

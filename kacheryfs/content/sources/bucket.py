@@ -69,7 +69,7 @@ class BucketSource:
         except BotoCoreError as e:
             raise SourceError(f"{self.label}: {what} failed: {e}") from None
 
-    def stat(self, sha1: str) -> RemoteBlob | None:
+    def stat(self, sha1: str, need_manifest: bool = True) -> RemoteBlob | None:
         head = self._call("HEAD", self.client().head_object, Key=self.config.key_for(check_sha1(sha1)))
         if head is None:
             return None

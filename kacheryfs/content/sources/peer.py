@@ -61,8 +61,11 @@ class PeerSource:
             raise SourceError(f"{self.label}: {path} answered with a JSON {type(out).__name__}")
         return out
 
-    def stat(self, sha1: str) -> RemoteBlob | None:
-        out = self.post_json("/peer/stat", {"sha1": check_sha1(sha1)})
+    def stat(self, sha1: str, need_manifest: bool = True) -> RemoteBlob | None:
+        body: dict[str, Any] = {"sha1": check_sha1(sha1)}
+        if not need_manifest:
+            body["needManifest"] = False      # docs/PROTOCOL.md section 20
+        out = self.post_json("/peer/stat", body)
         if not out.get("found"):
             return None
         size, manifest = out.get("size"), out.get("manifestSha1")
