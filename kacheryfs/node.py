@@ -182,9 +182,10 @@ class Node:
         await trio.to_thread.run_sync(self.index.mark_remote, sha1, size, bucket.label)
         return uploaded
 
-    def _fetched(self, sha1: str, size: int, source: str) -> None:
-        """Called by the fetcher on the trio loop: the blob is local now, and cached."""
-        self.data.fetched(sha1, size, source)
+    def _fetched(self, sha1: str, size: int, source: str, manifest_sha1: str | None) -> None:
+        """Called by the fetcher on the trio loop: the blob is local now, and cached (with the
+        manifest its chunks matched, so that serving it on costs no pass over it)."""
+        self.data.fetched(sha1, size, source, manifest_sha1)
 
     def close(self) -> None:
         self._lock_file.close()

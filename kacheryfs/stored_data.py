@@ -81,9 +81,9 @@ class StoredData(BackgroundHost):
             await self._limit_wanted.wait()
             self._limit_wanted = trio.Event()
 
-    def fetched(self, sha1: str, size: int, source: str) -> None:
+    def fetched(self, sha1: str, size: int, source: str, manifest_sha1: str | None = None) -> None:
         """The fetcher made a blob local (called on the loop): cached content, maybe over the limit."""
-        self.lifecycle.fetched(sha1, size, source)
+        self.lifecycle.fetched(sha1, size, source, manifest_sha1)
         self._limit_wanted.set()
 
     def used(self, sha1: str) -> None:

@@ -38,6 +38,8 @@ def test_a_peer_with_the_manifest_is_answered_without_one_being_made(tmp_path):
         path = client(b, "print(kc.load_file(sys.argv[1]))", f"sha1://{blob.sha1}/x.bin?manifest={blob.manifest_sha1}")
         assert hashlib.sha1(Path(path).read_bytes()).hexdigest() == blob.sha1
         assert recorded_manifest(sa, blob.sha1) is None, a.log()[-2000:]
+        # B recorded the manifest its chunks were checked against: serving the blob on costs B no pass.
+        assert recorded_manifest(sb, blob.sha1) == blob.manifest_sha1
 
         peer = PeerSource(a.url, "testchan", load_or_create_node_keys(sb))
         found = peer.stat(blob.sha1, need_manifest=False)

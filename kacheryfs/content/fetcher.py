@@ -67,7 +67,8 @@ PARTIAL_MAX_BYTES = 20 << 30
 MAX_SOURCE_FAILURES = 3          # consecutive failures before a source is dropped from a transfer
 BACKOFF_BASE = 0.2               # seconds, doubled per failure
 BAD_BYTES_STRIKES = 2            # a source that serves bad bytes this often is dropped
-FetchedFn = Callable[[str, int, str], None]        # (sha1, size, source label): the blob is now local
+# (sha1, size, source label, the manifest its chunks were checked against or None): the blob is now local
+FetchedFn = Callable[[str, int, str, "str | None"], None]
 
 
 @dataclass
@@ -235,7 +236,7 @@ class Fetcher(BackgroundHost):
         metrics.count_fetched(sources[0].source.kind)
         self.search.forget(t.sha1)
         if self.on_fetched is not None:
-            self.on_fetched(t.sha1, size, sources[0].source.label)
+            self.on_fetched(t.sha1, size, sources[0].source.label, manifest_sha1 if len(chunks) > 1 else None)
         return path
 
     async def _plan_chunks(self, sha1: str, size: int, manifest_sha1: str | None) -> list[Chunk]:

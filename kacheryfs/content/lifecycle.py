@@ -120,8 +120,10 @@ class Lifecycle:
         self.index.record_owned(sha1, size, "link" if is_link else "owned")
         return size
 
-    def fetched(self, sha1: str, size: int, source: str) -> None:
+    def fetched(self, sha1: str, size: int, source: str, manifest_sha1: str | None = None) -> None:
         self.index.record_cached(sha1, size, source)
+        if manifest_sha1 is not None:
+            self.index.set_manifest(sha1, manifest_sha1)
 
     def used(self, sha1: str) -> None:
         self.index.touch(sha1)
