@@ -140,18 +140,7 @@ class Node:
             self._uploads = send
             nursery.start_soon(self._upload_loop, receive)
             await nursery.start(self.data.run)          # index reconcile, then the cache limit
-            for bucket in self.buckets.values():
-                nursery.start_soon(self._prepare_bucket, bucket)
             task_status.started()
-
-    @staticmethod
-    async def _prepare_bucket(bucket: BucketSource) -> None:
-        """Load boto3 and make the bucket's client now (about 0.2 s of CPU), not inside the first
-        fetch from it. Only local work: no request is sent, so a bucket down is no error here."""
-        try:
-            await trio.to_thread.run_sync(bucket.client)
-        except Exception as e:              # a bad profile, say: the first real call reports it
-            log.warning("%s: client not prepared: %s", bucket.label, e)
 
     async def _upload_loop(self, receive: trio.MemoryReceiveChannel[tuple[str, str]]) -> None:
         failures = 0

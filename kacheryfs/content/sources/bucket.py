@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,9 @@ class BucketSource:
         self.channel = channel
         self.label = f"bucket {config.describe()} (channel {channel})"
         self._client: Any = None
-        self._making = threading.Lock()      # the node prepares the client while a fetch may ask
 
     def client(self) -> Any:
-        if self._client is not None:
-            return self._client
-        with self._making:
-            if self._client is not None:
-                return self._client
+        if self._client is None:
             import boto3
             from botocore.config import Config
             session = boto3.session.Session(profile_name=self.config.profile)
