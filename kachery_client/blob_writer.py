@@ -5,6 +5,7 @@ is removed."""
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import errno
@@ -31,9 +32,28 @@ EARLY_FLUSH = 64 * 1024 * 1024
 # copy_from: blocks copied in the kernel and hashed from the temp file, one hashed while the next
 # is copied. Offsets stay multiples of the page size (mmap needs that).
 COPY_BLOCK = 16 * 1024 * 1024
+COPY_AHEAD = 3                  # blocks copied and queued for hashing before the copy waits
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 _NO_COPY_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
 _flush_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kachery-flush")
+
+
+@dataclass
+class _QueuedBlock:
+    """A copied block, mapped, and the hashes queued on it: unmapped once they are done."""
+    block: mmap.mmap
+    view: memoryview
+    hashes: list[concurrent.futures.Future[None]]
+
+    def finish(self) -> None:
+        try:
+            for h in self.hashes:
+                h.result()
+        finally:
+            concurrent.futures.wait(self.hashes)     # after an error too: no thread reads it any more
+            self.view.release()
+            with contextlib.suppress(BufferError):
+                self.block.close()          # else unmapped when the hash threads drop their view
 
 
 @dataclass(frozen=True)
@@ -83,9 +103,11 @@ class BlobWriter:
 
     def copy_from(self, src_fd: int, progress: Callable[[int], None] | None = None) -> bool:
         """Copy all of the regular file `src_fd` in the kernel (copy_file_range: no trip through
-        this process), hashing each block from the temp file itself (mapped) while the next block
-        is copied: the bytes hashed are the bytes stored, and the source is read once. False if the
-        kernel cannot copy between these files (nothing written): the caller streams instead."""
+        this process), hashing each block from the temp file itself (mapped) while later blocks
+        are copied: the bytes hashed are the bytes stored, and the source is read once. The two
+        hash threads take the blocks in order from a queue up to COPY_AHEAD blocks long, so that
+        neither waits for the other or for the copy. False if the kernel cannot copy between these
+        files (nothing written): the caller streams instead."""
         fd = self._fd
         assert fd is not None and self.hasher.size == 0, "copy_from on a used writer"
         try:
@@ -95,24 +117,25 @@ class BlobWriter:
                 return False
             self.abort()
             raise storage_error(e, f"cannot write {self.tmp_path}") from None
+        queued: collections.deque[_QueuedBlock] = collections.deque()
         off = 0
         try:
-            while n:
-                block = mmap.mmap(fd, n, flags=mmap.MAP_SHARED | _MAP_POPULATE, prot=mmap.PROT_READ, offset=off)
-                after: list[int] = []
-
-                def copy_next(_: object, at: int = off + n, after: list[int] = after) -> None:
-                    after.append(self._copy_block(src_fd, fd, at))
-                view = memoryview(block)
-                self.hasher.update_parts([view], alongside=copy_next)
-                view.release()
-                with contextlib.suppress(BufferError):
-                    block.close()           # else unmapped when the hash threads drop their view
-                self._wrote(n)
-                off += n
-                n = after[0]
-                if progress:
-                    progress(off)
+            try:
+                while n:
+                    block = mmap.mmap(fd, n, flags=mmap.MAP_SHARED | _MAP_POPULATE, prot=mmap.PROT_READ,
+                                      offset=off)
+                    view = memoryview(block)
+                    queued.append(_QueuedBlock(block, view, self.hasher.update_later([view])))
+                    off += n
+                    self._wrote(n)
+                    n = self._copy_block(src_fd, fd, off)      # while the hash threads hash
+                    while len(queued) > COPY_AHEAD:
+                        queued.popleft().finish()
+                    if progress:
+                        progress(off)
+            finally:
+                while queued:                                   # never unmap under a hash thread
+                    queued.popleft().finish()
         except OSError as e:
             self.abort()
             raise storage_error(e, f"cannot write {self.tmp_path}") from None

@@ -6,9 +6,11 @@ than one chunk, so that a reader can verify a range without the whole file. Pure
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,9 +20,47 @@ from .uri import check_sha1
 CHUNK_SIZE = 20_000_000          # manifest chunk size (docs/PROTOCOL.md section 7)
 _PARALLEL_MIN = 1024 * 1024      # below this, hashing twice inline beats a thread hand-off
 
-# Two helper threads hash the whole file and its chunks while the caller writes: SHA-1 and
-# write(2) release the GIL, so they run on separate cores.
-_hash_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kachery-hash")
+# Helper threads hash the whole file and its chunks while the caller writes: SHA-1 and write(2)
+# release the GIL, so they run on separate cores. Each hash of each hasher is a _Lane: its blocks
+# are hashed one at a time in the order given (update_later may queue several blocks ahead), while
+# the lanes of other hashers and of the other hash use the pool's other threads.
+_hash_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="kachery-hash")
+
+
+class _Lane:
+    """Work run one item at a time, in the order submitted, on the shared hash pool: one pool job
+    drains the lane, and another is started only when the lane was idle."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: collections.deque[tuple[concurrent.futures.Future[None], Callable[[], None]]] = \
+            collections.deque()
+        self._busy = False
+
+    def submit(self, work: Callable[[], None]) -> concurrent.futures.Future[None]:
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            self._waiting.append((done, work))
+            if self._busy:
+                return done
+            self._busy = True
+        _hash_pool.submit(self._drain)
+        return done
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    self._busy = False
+                    return
+                done, work = self._waiting.popleft()
+            if done.set_running_or_notify_cancel():
+                try:
+                    work()
+                except BaseException as e:
+                    done.set_exception(e)
+                else:
+                    done.set_result(None)
 
 
 class ContentHasher:
@@ -34,6 +74,8 @@ class ContentHasher:
         self._chunk_fill = 0
         self.chunk_sha1s: list[str] = []
         self.size = 0
+        self._whole_lane = _Lane()
+        self._chunk_lane = _Lane()
 
     def update(self, data: bytes | bytearray | memoryview,
                alongside: Callable[[memoryview], None] | None = None) -> None:
@@ -48,22 +90,29 @@ class ContentHasher:
         total = sum(len(v) for v in views)
         if total >= _PARALLEL_MIN:
             # The hashes in helper threads, the copy (alongside) here: all at once.
-            hashes = [_hash_pool.submit(self._update_whole, views)]
-            if self._with_chunks:
-                hashes.append(_hash_pool.submit(self._update_chunk_parts, views))
+            hashes = self.update_later(views)
             try:
                 if alongside:
                     alongside(views)
             finally:
                 for h in hashes:
                     h.result()
-        else:
-            self._update_whole(views)
-            if self._with_chunks:
-                self._update_chunk_parts(views)
-            if alongside:
-                alongside(views)
+            return
+        self._update_whole(views)
+        if self._with_chunks:
+            self._update_chunk_parts(views)
+        if alongside:
+            alongside(views)
         self.size += total
+
+    def update_later(self, views: list[memoryview]) -> list[concurrent.futures.Future[None]]:
+        """Queue `views` to be hashed after everything queued before; the caller keeps them
+        unchanged (and mapped) until every future returned is done, and waits for them."""
+        self.size += sum(len(v) for v in views)
+        hashes = [self._whole_lane.submit(lambda: self._update_whole(views))]
+        if self._with_chunks:
+            hashes.append(self._chunk_lane.submit(lambda: self._update_chunk_parts(views)))
+        return hashes
 
     def _update_whole(self, views: list[memoryview]) -> None:
         for view in views:

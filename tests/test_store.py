@@ -64,6 +64,32 @@ def test_add_file_hashes_while_copying_and_builds_manifest(tmp_path):
     assert os.listdir(store.tmp_dir) == []
 
 
+def test_large_stores_at_once_keep_each_hash_in_order(tmp_path):
+    """Several large stores at once, each with blocks queued ahead of its hashes (copy_from) or
+    handed in pieces (a stream): every whole-file and chunk hash is of its own bytes, in order."""
+    import concurrent.futures
+
+    from kachery_client.blob_writer import COPY_AHEAD, COPY_BLOCK
+    store = Store(tmp_path / "s")
+    size = (COPY_AHEAD + 2) * COPY_BLOCK + 12345      # more blocks than the queue holds
+    sources = [tmp_path / f"src{i}.bin" for i in range(3)]
+    expected = [_random_file(p, size, seed=i) for i, p in enumerate(sources)]
+
+    def store_one(i: int):
+        if i == 2:                                     # the streamed path beside the copied ones
+            with open(sources[i], "rb") as f:
+                return store.add_stream(f)
+        return store.add_file(sources[i])
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        blobs = list(pool.map(store_one, range(3)))
+    for src, sha1, blob in zip(sources, expected, blobs, strict=True):
+        assert (blob.sha1, blob.size) == (sha1, size)
+        data = src.read_bytes()
+        chunks = parse_manifest(store.path_for(blob.manifest_sha1).read_bytes(), sha1).chunks
+        assert [c[2] for c in chunks] == [hashlib.sha1(data[a:b]).hexdigest() for a, b, _ in chunks]
+    assert os.listdir(store.tmp_dir) == []
+
+
 def test_writer_refuses_wrong_content_and_leaves_nothing(tmp_path):
     store = Store(tmp_path)
     with store.writer(expected_sha1="0" * 40) as w:
