@@ -10,9 +10,7 @@ OSError through `local_storage_error`, so that a disk-full condition reads the s
 
 from __future__ import annotations
 
-import contextlib
 import errno
-from collections.abc import Iterator
 
 from .errors import LocalStorageError
 
@@ -29,13 +27,21 @@ def local_storage_error(error: BaseException, where: str = "the storage director
     return None
 
 
-@contextlib.contextmanager
-def storage_errors(where: str = "the storage directory") -> Iterator[None]:
-    """Re-raise refused local writes as LocalStorageError; everything else passes unchanged."""
-    try:
-        yield
-    except OSError as e:
-        mapped = local_storage_error(e, where)
-        if mapped is None:
-            raise
-        raise mapped from None
+class storage_errors:  # noqa: N801 (used as `with storage_errors(...)`, like contextlib's)
+    """Re-raise refused local writes as LocalStorageError; everything else passes unchanged.
+    A class, not a generator: it wraps every small store, where contextlib's cost shows."""
+
+    __slots__ = ("where",)
+
+    def __init__(self, where: str = "the storage directory") -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, e: BaseException | None, tb: object) -> None:
+        if isinstance(e, OSError):
+            mapped = local_storage_error(e, self.where)
+            if mapped is not None:
+                raise mapped from None
+        return None
