@@ -50,6 +50,10 @@ def cut_connections(config: Config) -> int:
     for stream in streams:
         sock = getattr(stream, "socket", None)        # trio.SocketStream (we serve no TLS)
         if sock is not None:
+            try:
+                log.debug("cutting the connection of %s", sock.getpeername())
+            except OSError:
+                pass
             sock.close()                               # wakes its blocked send/receive
     return len(streams)
 
