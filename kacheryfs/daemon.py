@@ -144,9 +144,10 @@ def _find_os_error(e: BaseException) -> OSError | None:
 
 
 async def _stopping(node: Node, stop: trio.Event) -> None:
-    """Hypercorn's shutdown trigger: on stop, feed long polls answer at once so requests drain."""
+    """Hypercorn's shutdown trigger: on stop, feed and task long polls answer at once so requests drain."""
     await stop.wait()
     node.feeds.close()
+    node.tasks.close()
 
 
 async def _stop_when_done(task: ExtraTask, stop: trio.Event,

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -99,6 +100,32 @@ def test_idle_keep_alive_connections_do_not_hold_a_stop(tmp_path):
             conn.close()
         session.close()
     assert "cut" not in node.log()                          # nothing was in flight
+
+
+def test_a_task_long_poll_does_not_hold_a_stop(tmp_path):
+    """A requester waits in /task/requestTask for a task a backend holds (up to a minute here): at
+    a stop its long poll is answered with the task's status, like a feed's long poll. (A backend's
+    /task/registerTaskFunctions poll ends the same way.)"""
+    fn = [{"channelName": "local", "taskFunctionId": "f", "taskFunctionType": "query"}]
+    with running_node(tmp_path / "storage") as node:
+        def backend_poll() -> list:
+            out = node.post("/task/registerTaskFunctions", json={"taskFunctions": fn, "timeoutMsec": 0}).json()
+            return out["requestedTasks"]
+        assert backend_poll() == []                        # a live backend session for f
+        answers: list[requests.Response] = []
+        requester = threading.Thread(target=lambda: answers.append(node.post("/task/requestTask", json={
+            "channelName": "local", "taskFunctionId": "f", "taskFunctionType": "query", "taskKwargs": {},
+            "timeoutMsec": 60_000})))
+        requester.start()
+        deadline = time.monotonic() + 10
+        while not (delivered := backend_poll()):           # the request is in; its requester waits
+            assert time.monotonic() < deadline and requester.is_alive(), answers
+            time.sleep(0.02)
+        assert requester.is_alive()
+        assert sigterm_and_time_exit(node, PROMPT) < PROMPT
+        requester.join(timeout=10)
+        assert answers and answers[0].status_code == 200, answers
+        assert answers[0].json()["taskId"] == delivered[0]["taskId"] and answers[0].json()["status"] == "queued"
 
 
 def test_a_download_in_flight_may_finish_within_the_grace(tmp_path, big):
