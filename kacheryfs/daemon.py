@@ -3,9 +3,10 @@
 Lifecycle:
     start: Node(...) (identity, auth file, lock) -> HTTP server bound -> extra tasks started
            -> READY=1 to systemd (if NOTIFY_SOCKET is set)
-    stop:  SIGTERM / SIGINT / GET /halt -> the HTTP server drains (in-flight requests finish or are
-           cancelled; a cancelled /store removes its temp file) -> extra tasks are cancelled
-           (the mount unmounts) -> the storage lock is released.
+    stop:  SIGTERM / SIGINT / GET /halt -> the HTTP server drains: idle connections close at once,
+           requests in flight get GRACE_SECONDS (none after a second SIGTERM/SIGINT), then their
+           connections are cut (http/connections.py; a cancelled /store removes its temp file)
+           -> extra tasks are cancelled (the mount unmounts) -> the storage lock is released.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hypercorn.trio import tcp_server as _hypercorn_tcp
 
 from kacheryfs.background import backoff
 from kacheryfs.http.app import make_app
+from kacheryfs.http.connections import bounded_stop
 from kacheryfs.http.peer_routes import make_peer_app
 from kacheryfs.node import Node, StartupError
 
@@ -39,30 +41,33 @@ _hypercorn_tcp.MAX_RECV = 1 << 20
 # An extra task is started like a trio nursery task: it calls task_status.started() once up.
 ExtraTask = Callable[..., Awaitable[Any]]
 AUTH_ROTATION_SECONDS = 180.0
+GRACE_SECONDS = 10           # for requests in flight at a stop (peers: PEER_GRACE_SECONDS); below
+PEER_GRACE_SECONDS = 5       # the unit's TimeoutStopSec, so systemd never has to SIGKILL the node
 
 
 async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[ExtraTask] = (),
                 auth_rotation_seconds: float = AUTH_ROTATION_SECONDS,
                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    stop = trio.Event()
+    stop, hurry = trio.Event(), trio.Event()       # hurry: a second signal, no grace
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 10
+    config.graceful_timeout = GRACE_SECONDS
     config.keep_alive_timeout = 75
     config.h11_max_incomplete_size = 64 * 1024
     app = make_app(node, halt_event=stop, host=host)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signals, stop)
+        nursery.start_soon(_stop_on_signals, stop, hurry)
         nursery.start_soon(_rotate_auth, node, auth_rotation_seconds)
         await nursery.start(node.run_services)
         if node.config.peer_listen is not None:
-            await nursery.start(_serve_peers, node, stop)
+            await nursery.start(_serve_peers, node, stop, hurry)
 
         async def http(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-            async with _named_bind_errors("the client API", host, port):
+            async with _named_bind_errors("the client API", host, port), \
+                    bounded_stop(config, "client API", stop, hurry):
                 await hypercorn_serve(app, config, shutdown_trigger=partial(_stopping, node, stop),
                                       task_status=task_status)
             log.info("HTTP server drained; stopping")
@@ -77,7 +82,7 @@ async def serve(node: Node, host: str, port: int, *, extra_tasks: Sequence[Extra
         task_status.started()
 
 
-async def _serve_peers(node: Node, stop: trio.Event,
+async def _serve_peers(node: Node, stop: trio.Event, hurry: trio.Event,
                        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """The peer API on its own address (`peer_listen`), so the client API can stay on loopback."""
     assert node.config.peer_listen is not None
@@ -86,12 +91,13 @@ async def _serve_peers(node: Node, stop: trio.Event,
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 5
+    config.graceful_timeout = PEER_GRACE_SECONDS
 
     def started(value: Any = None) -> None:
         log.info("peer API on http://%s:%d", host, port)
         task_status.started(value)
-    async with _named_bind_errors("the peer API (peer_listen)", host, port):
+    async with _named_bind_errors("the peer API (peer_listen)", host, port), \
+            bounded_stop(config, "peer API", stop, hurry):
         await hypercorn_serve(make_peer_app(node), config, shutdown_trigger=stop.wait,
                               task_status=_Started(started))
     log.info("peer API on %s:%d stopped", host, port)
@@ -138,9 +144,10 @@ def _find_os_error(e: BaseException) -> OSError | None:
 
 
 async def _stopping(node: Node, stop: trio.Event) -> None:
-    """Hypercorn's shutdown trigger: on stop, feed long polls answer at once so requests drain."""
+    """Hypercorn's shutdown trigger: on stop, feed and task long polls answer at once so requests drain."""
     await stop.wait()
     node.feeds.close()
+    node.tasks.close()
 
 
 async def _stop_when_done(task: ExtraTask, stop: trio.Event,
@@ -151,12 +158,19 @@ async def _stop_when_done(task: ExtraTask, stop: trio.Event,
     stop.set()
 
 
-async def _stop_on_signals(stop: trio.Event) -> None:
+async def _stop_on_signals(stop: trio.Event, hurry: trio.Event) -> None:
+    """The first signal stops with a grace for requests in flight; a second one cuts them now.
+    (The receiver stays open until the end: Python's default SIGTERM would kill the process
+    before the mount is unmounted.)"""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("received %s", signal.Signals(signum).name)
-            stop.set()
-            return
+            name = signal.Signals(signum).name
+            if stop.is_set():
+                log.info("received %s again: cutting the requests in flight", name)
+                hurry.set()
+            else:
+                log.info("received %s", name)
+                stop.set()
 
 
 async def _rotate_auth(node: Node, period: float) -> None:

@@ -1,6 +1,7 @@
 """The systemd units verify, and `mount -t fuse.kacheryfs` (the fstab/.mount path) mounts for real."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kacheryfs.daemon import GRACE_SECONDS, PEER_GRACE_SECONDS
 from tests.support.mount import force_unmount, wait_for_mount
 from tests.support.nodeproc import free_port
 
@@ -24,6 +26,14 @@ def _shim(tmp_path: Path) -> Path:
     shim.write_text(f'#!/bin/sh\nPYTHONPATH="{root}" exec "{sys.executable}" -m kacheryfs "$@"\n')
     shim.chmod(0o755)
     return shim
+
+
+def test_the_stop_timeout_outlasts_the_grace():
+    """systemd SIGKILLs a node still running after TimeoutStopSec (KillMode=mixed), leaving its
+    mount dangling: the grace for requests in flight plus the unmount must fit well within it."""
+    service = (UNITS / "kachery-node.service").read_text()
+    stop_sec = int(re.search(r"^TimeoutStopSec=(\d+)$", service, re.M).group(1))
+    assert max(GRACE_SECONDS, PEER_GRACE_SECONDS) + 10 <= stop_sec
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is installed by make deps")

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from kachery_client.errors import NotFoundError, UsageError
 from kachery_client.storage_errors import storage_errors
@@ -31,6 +31,7 @@ from kacheryfs.http.disconnect import ClientGone, unless_disconnected
 from kacheryfs.http.errors import INTERNAL, deliberate, error_response, kind_and_status, response_for
 from kacheryfs.http.feed_routes import FEED_ROUTES
 from kacheryfs.http.range_response import RangeResponse
+from kacheryfs.http.streaming import StreamedResponse
 from kacheryfs.http.task_routes import JSON_HANDLERS as TASK_HANDLERS
 from kacheryfs.http.task_routes import request_base_url
 from kacheryfs.node import VERSION, Node
@@ -276,7 +277,7 @@ async def load_file(request: Request) -> Response:
             return
         yield _frame({"type": "finished", "localFilePath": str(path)})
 
-    return StreamingResponse(frames())
+    return StreamedResponse(frames())
 
 
 def progress_frame(t: Transfer) -> dict[str, Any]:

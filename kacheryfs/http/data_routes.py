@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from kachery_client.errors import KacheryError
 from kachery_client.uri import FileURI, check_sha1, parse_file_uri
 from kacheryfs.http import schemas as s
 from kacheryfs.http.errors import response_for
+from kacheryfs.http.streaming import StreamedResponse
 
 if TYPE_CHECKING:
     from kacheryfs.node import Node
@@ -125,4 +126,4 @@ async def verify(request: Request) -> Response:
             yield (json.dumps({"progress": latest}) + "\n").encode()
         yield (json.dumps(outcome) + "\n").encode()
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return StreamedResponse(lines(), media_type="application/x-ndjson")

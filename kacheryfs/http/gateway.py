@@ -27,7 +27,7 @@ from pathlib import Path
 
 import trio
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from kachery_client.errors import IntegrityError, TransferError
@@ -36,6 +36,7 @@ from kacheryfs import metrics
 from kacheryfs.content.fetcher import Transfer
 from kacheryfs.http.access import Access
 from kacheryfs.http.errors import error_response, response_for
+from kacheryfs.http.streaming import StreamedResponse
 from kacheryfs.node import Node
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ async def gateway(request: Request) -> Response:
         return Response(status_code=status, headers=headers, media_type=content_type)
     transfer = source if isinstance(source, Transfer) else None
     path = source if isinstance(source, Path) else None
-    return StreamingResponse(_blocks(node, sha1, path, transfer, start, end), status_code=status,
+    return StreamedResponse(_blocks(node, sha1, path, transfer, start, end), status_code=status,
                              headers=headers, media_type=content_type)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kachery_client.errors import KacheryError
@@ -33,6 +33,7 @@ from kacheryfs.feeds.store import check_feed_id, check_subfeed_hash
 from kacheryfs.http import schemas as s
 from kacheryfs.http.errors import error_response, response_for
 from kacheryfs.http.request_metrics import RequestMetrics
+from kacheryfs.http.streaming import StreamedResponse
 from kacheryfs.node import Node
 from kacheryfs.security.peer_auth import check_request
 from kacheryfs.tasks.forwarding import serve_task_request, serve_task_wait
@@ -142,7 +143,7 @@ async def blob(request: Request) -> Response:
     headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes"}
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    return StreamingResponse(blocks(), status_code=status, headers=headers,
+    return StreamedResponse(blocks(), status_code=status, headers=headers,
                              media_type="application/octet-stream")
 
 

@@ -13,15 +13,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
-from starlette.responses import StreamingResponse
 
 from kacheryfs.content.ranges import OpenRange
+from kacheryfs.http.streaming import StreamedResponse
 from kacheryfs.node import Node
 
 READ_BLOCK = 4 << 20
 
 
-class RangeResponse(StreamingResponse):
+class RangeResponse(StreamedResponse):
     def __init__(self, node: Node, rng: OpenRange):
         self.rng = rng
         headers = {"Content-Length": str(rng.end - rng.start), "X-Kachery-Size": str(rng.size)}

@@ -83,6 +83,13 @@ class TaskHub:
         self._work: trio.Event | None = None                     # set when a task becomes pending
         self.forwarder: Forwarder | None = None                  # routes to peers (forwarding.py)
         self._last_sweep = 0.0
+        self._closing = False
+
+    def close(self) -> None:
+        """The node is stopping: long polls (a backend's registration, a requester's wait) answer
+        within SWEEP_SECONDS, so they do not hold the stop for its whole grace."""
+        self._closing = True
+        self._wake_backends()
 
     # ---- requesters ---------------------------------------------------------------------
 
@@ -194,7 +201,7 @@ class TaskHub:
                 if delivered:
                     return delivered
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self._closing:
                     return []
                 with trio.move_on_after(min(left, SWEEP_SECONDS)):
                     await self._work_event().wait()
@@ -278,7 +285,7 @@ class TaskHub:
         deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
         while task.status not in TERMINAL:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._closing:
                 return
             with trio.move_on_after(min(left, SWEEP_SECONDS)):
                 await task.changed.wait()
