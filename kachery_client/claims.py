@@ -1,0 +1,99 @@
+"""Claims: how a store that finds its content already present keeps it from a concurrent gc or drop
+without asking the node (docs/ARCHITECTURE.md "Life of stored data", docs/PROTOCOL.md section 21).
+
+A blob the node fetched (cached: gc may remove it) carries the mtime CACHED_MTIME_NS, set by the
+node before it is published and given by nothing else. A store that finds its content present
+*claims* it: it sets the blob's mtime to now (one utime) and only then checks the blob; a store
+that writes new content gives it a fresh mtime anyway. The node removes a blob by first renaming
+it out of its name (atomic), then reading the renamed file's mtime: one claimed since the removal
+could have been decided (`is_claimed`) is put back and kept as owned. A claim is therefore made
+before the store returns and needs no message to the node; the node's `/kacheryfs/added` notice
+only names it.
+
+Why utime before the check: if the check (an open by path) then finds the name, the name was
+still there after the claim landed, so a removal renames the claimed inode and sees the claim.
+A utime that finds no name (the node set it aside just then) means "write the content again".
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from pathlib import Path
+
+from .durability import storage_error
+
+CACHED_MTIME_NS = 946_684_800 * 10**9      # 2000-01-01T00:00:00Z: the mtime of a cached blob
+PRESENT, ABSENT, FOREIGN = 1, 0, -1        # claim(): claimed / no such name / not ours to touch
+# A claim's mtime comes from the kernel's coarse clock, up to a tick behind time.time(): a removal
+# counts as "since" its start everything from this much before it.
+CLOCK_SLACK_NS = 1_000_000_000
+
+
+def claim(path: str | os.PathLike[str]) -> int:
+    """Set the blob's mtime to now. ABSENT if there is no such name (write the content); FOREIGN if
+    this user may not touch it (another user's blob in a shared group store: write a copy of our
+    own over it); PRESENT otherwise (also on a read-only file system, where nobody removes it)."""
+    try:
+        os.utime(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return ABSENT
+    except PermissionError:
+        return FOREIGN
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            raise storage_error(e, f"cannot claim {path}") from None
+    return PRESENT
+
+
+def mark_cached(path: str | os.PathLike[str]) -> None:
+    """The node, before publishing a fetched blob: mark it cached (unclaimed)."""
+    os.utime(path, ns=(CACHED_MTIME_NS, CACHED_MTIME_NS))
+
+
+def is_claimed(mtime_ns: int, since_ns: int) -> bool:
+    """A blob set aside for removal with this mtime was claimed at or after `since_ns`."""
+    return mtime_ns != CACHED_MTIME_NS and mtime_ns >= since_ns - CLOCK_SLACK_NS
+
+
+# ---- the node's side: set aside, then keep or delete ---------------------------------------------
+
+ASIDE = ".aside"
+
+
+def set_aside(final: Path, tmp_dir: Path, sha1: str) -> Path | None:
+    """Rename the blob (or `.link`) `final` out of its name into tmp/, as
+    `<pid>.<random>.<name>.aside` (a crash leaves it for `restore_aside`). None if it is absent."""
+    aside = tmp_dir / f"{os.getpid()}.{secrets.token_hex(6)}.{final.name}{ASIDE}"
+    for _ in range(2):
+        try:
+            os.rename(final, aside)
+            return aside
+        except FileNotFoundError:
+            if tmp_dir.is_dir() or not final.parent.is_dir():
+                return None
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def put_back(aside: Path, final: Path) -> bool:
+    """Link the set-aside file back under its name and drop the aside name. False if the name was
+    taken meanwhile (a new copy of the same content: the aside one just goes)."""
+    try:
+        os.link(aside, final)
+        kept = True
+    except FileExistsError:
+        kept = False
+    except FileNotFoundError:               # its directory went: make it again
+        os.makedirs(final.parent, exist_ok=True)
+        return put_back(aside, final)
+    os.unlink(aside)
+    return kept
+
+
+def restore_aside(aside: Path, sha1_dir: Path) -> None:
+    """A file a dead node set aside (it crashed between the rename and the decision): put it back,
+    the node's reconcile then fixes its record; a later gc decides again."""
+    name = aside.name[:-len(ASIDE)].split(".", 2)[2]         # <sha1> or <sha1>.link
+    put_back(aside, sha1_dir / name[0:2] / name[2:4] / name[4:6] / name)
