@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,10 +43,11 @@ class GcResult:
     removed: list[tuple[str, int]] = field(default_factory=list)     # (sha1, size)
     freed: int = 0
     dry_run: bool = False
+    kept: list[str] = field(default_factory=list)       # claimed while set aside: now owned
 
     def as_json(self) -> dict[str, Any]:
         return {"removed": [{"sha1": s, "size": n} for s, n in self.removed], "freed": self.freed,
-                "dryRun": self.dry_run}
+                "dryRun": self.dry_run, "kept": self.kept}
 
 
 @dataclass(frozen=True)
@@ -118,16 +120,29 @@ class Lifecycle:
         # True once a reconcile finished: from then on the index records every blob in sha1/
         # (the mount lists sha1/ from it; docs/ARCHITECTURE.md "The mount at scale").
         self.reconciled = False
+        # Held from set aside to settled (gc's page, a drop): a record made for content found
+        # absent waits for it, since the content may be just set aside and about to come back.
+        self._settling = threading.RLock()
 
     # ---- records ----------------------------------------------------------------------------
 
     def stored(self, sha1: str) -> int | None:
         """Content was stored or linked here: record it as owned (or link). Its size; None if absent."""
+        size = self._record_stored(sha1)
+        if size is None:
+            with self._settling:     # maybe set aside by a gc page or a drop just now: wait for it
+                size = self._record_stored(sha1)
+        return size
+
+    def _record_stored(self, sha1: str) -> int | None:
         path = self.store.locate(sha1)
         if path is None:
             return None
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return None
         is_link = path != self.store.path_for(sha1)
-        size = os.stat(path).st_size
         self.index.record_owned(sha1, size, "link" if is_link else "owned")
         return size
 
@@ -154,6 +169,10 @@ class Lifecycle:
         """Forget and delete the content (blob or link): drop. Its record's size, or None if it
         had no record (then the file stays). With `since_ns`, content claimed (stored again) since
         then is kept: UsageError."""
+        with self._settling:
+            return self._remove(sha1, since_ns)
+
+    def _remove(self, sha1: str, since_ns: int | None) -> int | None:
         final = self.store.path_for(sha1)
         aside = claims.set_aside(final, self.store.tmp_dir, sha1)
         if aside is None:
@@ -180,10 +199,11 @@ class Lifecycle:
         return [Aside(sha1, claims.set_aside(self.store.path_for(sha1), self.store.tmp_dir, sha1))
                 for sha1 in sha1s]
 
-    def settle(self, asides: list[Aside]) -> list[tuple[str, int]]:
+    def settle(self, asides: list[Aside], kept: list[str] | None = None) -> list[tuple[str, int]]:
         """gc's second step: a blob claimed since claims began (claims.py) goes back under its name,
         recorded owned; the records of the others still cached and unpinned are deleted (one
-        transaction), then their files; any other goes back as it was. (sha1, size) deleted."""
+        transaction), then their files; any other goes back as it was. (sha1, size) deleted; the
+        claimed ones are added to `kept`."""
         since = self.index.claims_since_ns()
         claimed: list[tuple[str, int]] = []
         unclaimed: list[str] = []
@@ -195,6 +215,8 @@ class Lifecycle:
                     continue
             unclaimed.append(a.sha1)
         gone = dict(self.index.forget_cached(unclaimed, claimed))
+        if kept is not None:
+            kept += [sha1 for sha1, _ in claimed]
         for a in asides:
             if a.sha1 not in gone:
                 if a.path is not None:
@@ -243,7 +265,8 @@ class Lifecycle:
                 gone = [(sha1, size) for sha1, size, _ in page[:len(chosen)]]
                 cached = expected
             else:
-                gone = self.settle(self.set_aside(chosen))
+                with self._settling:
+                    gone = self.settle(self.set_aside(chosen), result.kept)
                 cached = self.index.totals()["cached"].bytes     # claimed ones left it too
             for sha1, size in gone:
                 result.removed.append((sha1, size))
