@@ -21,8 +21,13 @@ import errno
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .durability import storage_error
+from .store_files import unlink_quietly
+
+if TYPE_CHECKING:
+    from .store import Store
 
 CACHED_MTIME_NS = 946_684_800 * 10**9      # 2000-01-01T00:00:00Z: the mtime of a cached blob
 PRESENT, ABSENT, FOREIGN = 1, 0, -1        # claim(): claimed / no such name / not ours to touch
@@ -57,12 +62,52 @@ def is_claimed(mtime_ns: int, since_ns: int) -> bool:
     return mtime_ns != CACHED_MTIME_NS and mtime_ns >= since_ns - CLOCK_SLACK_NS
 
 
+def claim_held(store: Store, path: str | Path, sha1: str, size: int | None = None) -> bool | None:
+    """A store about to write this content: True if the blob is here and now claimed (so that
+    a concurrent gc or drop keeps it), so nothing need be written; False if it is
+    not here; None if it is here but another user's, which this one may not claim: the caller
+    writes its own copy over it (a rename, never a link)."""
+    held = claim(path)
+    if held == ABSENT:
+        return False
+    sound = store._holds(path, sha1, size)
+    if held == PRESENT:
+        return sound
+    return None if sound else False
+
+
+def link_unless_present(store: Store, tmp: Path, final: Path, sha1: str, size: int) -> None:
+    """Link `tmp` under its name unless a sound blob is already there (then it is kept: a client
+    may have claimed it), and drop the temp name. Where hard links cannot be made, a rename."""
+    for _ in range(3):
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            if store._holds(final, sha1, size):
+                break                   # kept: ours goes
+            continue                    # a torn one, just removed: link ours in its place
+        except FileNotFoundError:
+            os.makedirs(final.parent, exist_ok=True)
+            continue
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                raise
+            os.replace(tmp, final)      # no hard links here
+            return
+        unlink_quietly(final.with_name(final.name + ".link"))
+        break
+    else:
+        os.replace(tmp, final)          # the name keeps holding wrong bytes: ours replaces them
+        return
+    unlink_quietly(tmp)
+
+
 # ---- the node's side: set aside, then keep or delete ---------------------------------------------
 
 ASIDE = ".aside"
 
 
-def set_aside(final: Path, tmp_dir: Path, sha1: str) -> Path | None:
+def set_aside(final: Path, tmp_dir: Path) -> Path | None:
     """Rename the blob (or `.link`) `final` out of its name into tmp/, as
     `<pid>.<random>.<name>.aside` (a crash leaves it for `restore_aside`). None if it is absent."""
     aside = tmp_dir / f"{os.getpid()}.{secrets.token_hex(6)}.{final.name}{ASIDE}"

@@ -375,47 +375,14 @@ class Store:
         return bool(sound)
 
     def _claim(self, path: str | Path, sha1: str, size: int | None = None) -> bool | None:
-        """A store about to write this content: True if the blob is here and now claimed (so that
-        a concurrent gc or drop keeps it: claims.py), so nothing need be written; False if it is
-        not here; None if it is here but another user's, which this one may not claim: the caller
-        writes its own copy over it (a rename, never a link)."""
-        held = claims.claim(path)
-        if held == claims.ABSENT:
-            return False
-        sound = self._holds(path, sha1, size)
-        if held == claims.PRESENT:
-            return sound
-        return None if sound else False
-
-    def _publish_new(self, tmp: Path, final: Path, sha1: str, size: int) -> None:
-        """Link `tmp` under its name unless a sound blob is already there (then it is kept: a client
-        may have claimed it), and drop the temp name. Where hard links cannot be made, a rename."""
-        for _ in range(3):
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                if self._holds(final, sha1, size):
-                    break                   # kept: ours goes
-                continue                    # a torn one, just removed: link ours in its place
-            except FileNotFoundError:
-                os.makedirs(final.parent, exist_ok=True)
-                continue
-            except OSError as e:
-                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
-                    raise
-                os.replace(tmp, final)      # no hard links here
-                return
-            unlink_quietly(final.with_name(final.name + ".link"))
-            break
-        else:
-            os.replace(tmp, final)          # the name keeps holding wrong bytes: ours replaces them
-            return
-        unlink_quietly(tmp)
+        """A store about to write this content: True if it is here and now claimed (nothing to
+        write), False if not here, None if here but another user's (claims.claim_held)."""
+        return claims.claim_held(self, path, sha1, size)
 
     def _publish(self, tmp: Path, final: Path, sha1: str, size: int, replace: bool = True) -> None:
         """Rename into place; `replace=False` (a fetched blob): never over a blob already there."""
         if not replace:
-            self._publish_new(tmp, final, sha1, size)
+            claims.link_unless_present(self, tmp, final, sha1, size)
             return
         try:
             os.replace(tmp, final)

@@ -174,10 +174,10 @@ class Lifecycle:
 
     def _remove(self, sha1: str, since_ns: int | None) -> int | None:
         final = self.store.path_for(sha1)
-        aside = claims.set_aside(final, self.store.tmp_dir, sha1)
+        aside = claims.set_aside(final, self.store.tmp_dir)
         if aside is None:
             final = self.store.link_path_for(sha1)
-            aside = claims.set_aside(final, self.store.tmp_dir, sha1)
+            aside = claims.set_aside(final, self.store.tmp_dir)
         if aside is not None and since_ns is not None \
                 and claims.is_claimed(os.stat(aside).st_mtime_ns, max(since_ns, self.index.claims_since_ns())):
             claims.put_back(aside, final)
@@ -196,7 +196,7 @@ class Lifecycle:
     def set_aside(self, sha1s: list[str]) -> list[Aside]:
         """gc's first step: rename each blob out of its name. From here a store of the same content
         finds no name and writes it again; a store that claimed it before left its mark."""
-        return [Aside(sha1, claims.set_aside(self.store.path_for(sha1), self.store.tmp_dir, sha1))
+        return [Aside(sha1, claims.set_aside(self.store.path_for(sha1), self.store.tmp_dir))
                 for sha1 in sha1s]
 
     def settle(self, asides: list[Aside], kept: list[str] | None = None) -> list[tuple[str, int]]:
