@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 
 CACHED_MTIME_NS = 946_684_800 * 10**9      # 2000-01-01T00:00:00Z: the mtime of a cached blob
 PRESENT, ABSENT, FOREIGN = 1, 0, -1        # claim(): claimed / no such name / not ours to touch
-# A claim's mtime comes from the kernel's coarse clock, up to a tick behind time.time(): a removal
-# counts as "since" its start everything from this much before it.
-CLOCK_SLACK_NS = 1_000_000_000
+# A claim's mtime comes from the kernel's coarse clock, up to a tick (<= 10 ms) behind
+# time.time(): a removal counts as "since" its start everything from this much before it.
+CLOCK_SLACK_NS = 20_000_000
 
 
 def claim(path: str | os.PathLike[str]) -> int:

@@ -137,11 +137,12 @@ def test_drop_removes_old_content_but_keeps_content_stored_again_while_it_ran(no
         node.lifecycle.stored(blob.sha1)
         os.utime(node.store.path_for(blob.sha1), ns=(10**18, 10**18))     # stored long ago (2001)
     started = time.time_ns()                                              # the drops start
-    assert node.lifecycle.remove(old.sha1, since_ns=started) == old.size
+    seen = node.lifecycle.identity(again.sha1)
+    assert node.lifecycle.remove(old.sha1, started, node.lifecycle.identity(old.sha1)) == old.size
     assert not node.store.path_for(old.sha1).exists() and node.index.get(old.sha1) is None
     assert client.add_bytes(b"store me again").sha1 == again.sha1          # present: claimed
     with pytest.raises(UsageError, match="stored again while it was being dropped"):
-        node.lifecycle.remove(again.sha1, since_ns=started)
+        node.lifecycle.remove(again.sha1, started, seen)
     assert whole(node.store, again.sha1) and node.index.get(again.sha1).kind == "owned"
     assert no_asides(node)
 

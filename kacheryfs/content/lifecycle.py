@@ -165,24 +165,36 @@ class Lifecycle:
 
     # ---- removal ----------------------------------------------------------------------------
 
-    def remove(self, sha1: str, since_ns: int | None = None) -> int | None:
-        """Forget and delete the content (blob or link): drop. Its record's size, or None if it
-        had no record (then the file stays). With `since_ns`, content claimed (stored again) since
-        then is kept: UsageError."""
-        with self._settling:
-            return self._remove(sha1, since_ns)
+    def identity(self, sha1: str) -> tuple[int, int] | None:
+        """(inode, mtime ns) of the content's file (blob, else .link), or None: what a drop saw."""
+        for path in (self.store.path_for(sha1), self.store.link_path_for(sha1)):
+            try:
+                st = os.stat(path)
+                return st.st_ino, st.st_mtime_ns
+            except FileNotFoundError:
+                pass
+        return None
 
-    def _remove(self, sha1: str, since_ns: int | None) -> int | None:
+    def remove(self, sha1: str, since_ns: int | None = None, seen: tuple[int, int] | None = None) -> int | None:
+        """Forget and delete the content (blob or link): drop. Its record's size, or None if it
+        had no record (then the file stays). With `since_ns` (the drop's start) and `seen` (its
+        file's `identity` then), content claimed (stored again) since is kept: UsageError."""
+        with self._settling:
+            return self._remove(sha1, since_ns, seen)
+
+    def _remove(self, sha1: str, since_ns: int | None, seen: tuple[int, int] | None) -> int | None:
         final = self.store.path_for(sha1)
         aside = claims.set_aside(final, self.store.tmp_dir)
         if aside is None:
             final = self.store.link_path_for(sha1)
             aside = claims.set_aside(final, self.store.tmp_dir)
-        if aside is not None and since_ns is not None \
-                and claims.is_claimed(os.stat(aside).st_mtime_ns, max(since_ns, self.index.claims_since_ns())):
-            claims.put_back(aside, final)
-            self.stored(sha1)
-            raise UsageError(f"sha1://{sha1} was stored again while it was being dropped: kept")
+        if aside is not None and since_ns is not None:
+            st = os.stat(aside)
+            since = max(since_ns, self.index.claims_since_ns())
+            if claims.is_claimed(st.st_mtime_ns, since) or seen not in (None, (st.st_ino, st.st_mtime_ns)):
+                claims.put_back(aside, final)
+                self.stored(sha1)
+                raise UsageError(f"sha1://{sha1} was stored again while it was being dropped: kept")
         size = self.index.forget(sha1)
         if size is None:
             if aside is not None:
