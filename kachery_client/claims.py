@@ -34,6 +34,7 @@ PRESENT, ABSENT, FOREIGN = 1, 0, -1        # claim(): claimed / no such name / n
 # A claim's mtime comes from the kernel's coarse clock, up to a tick (<= 10 ms) behind
 # time.time(): a removal counts as "since" its start everything from this much before it.
 CLOCK_SLACK_NS = 20_000_000
+_NO_HARD_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
 
 
 def claim(path: str | os.PathLike[str]) -> int:
@@ -90,7 +91,7 @@ def link_unless_present(store: Store, tmp: Path, final: Path, sha1: str, size: i
             os.makedirs(final.parent, exist_ok=True)
             continue
         except OSError as e:
-            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            if e.errno not in _NO_HARD_LINK:
                 raise
             os.replace(tmp, final)      # no hard links here
             return
@@ -133,6 +134,13 @@ def put_back(aside: Path, final: Path) -> bool:
     except FileNotFoundError:               # its directory went: make it again
         os.makedirs(final.parent, exist_ok=True)
         return put_back(aside, final)
+    except OSError as e:
+        # No hard link here: to another user's file under fs.protected_hardlinks (a group-shared
+        # store), or on a file system without them. A rename puts the same bytes back.
+        if e.errno not in _NO_HARD_LINK:
+            raise
+        os.rename(aside, final)
+        return True
     os.unlink(aside)
     return kept
 
