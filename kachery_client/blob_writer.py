@@ -190,8 +190,8 @@ class BlobWriter:
             try:
                 self._wait_flush()
                 final = self._store.path_for(sha1)
-                if self._store._holds(final, sha1, size):
-                    pass                    # already stored: drop our copy unsynced
+                if self._store._claim(final, sha1, size):
+                    pass                    # already stored, now claimed: drop our copy unsynced
                 else:
                     os.fchmod(fd, BLOB_MODE)
                     if self._store.sync_always:

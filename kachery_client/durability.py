@@ -73,17 +73,17 @@ def read_small_blob(path: str, sha1: str) -> bytes | bool | None:
     return data if hashlib.sha1(data).hexdigest() == sha1 else False
 
 
-def blob_is_sound(path: str | Path, sha1: str, journal: Journal) -> bool | None:
+def blob_is_sound(path: str | Path, sha1: str, journal: Journal, size: int | None = None) -> bool | None:
     """True if `path` is a regular file with the bytes of `sha1` as far as can be known without
-    hashing a large blob (no journal entry from an earlier boot); None if it is absent; False if
-    its bytes are wrong (torn by a crash before its write-back)."""
+    hashing a large blob (no journal entry from an earlier boot); None if it is absent (or not of
+    `size`, when given); False if its bytes are wrong (torn by a crash before its write-back)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size):
             return None
         if st.st_size > SMALL_BLOB and not journal.needs_check(sha1):
             return True

@@ -32,9 +32,10 @@ def add_small(store: Store, data: bytes) -> StoredBlob:
     sha1 = hashlib.sha1(data).hexdigest()
     leaf = f"{store._sha1_prefix}{sha1[0:2]}/{sha1[2:4]}/{sha1[4:6]}"
     final = f"{leaf}/{sha1}"
-    if store._holds(final, sha1, len(data)):
+    held = store._claim(final, sha1, len(data))     # present: claimed (claims.py), nothing to write
+    if held:
         return StoredBlob(sha1, len(data))
-    if not (store.unnamed_ok and _add_unnamed(store, leaf, final, sha1, data)):
+    if not (held is False and store.unnamed_ok and _add_unnamed(store, leaf, final, sha1, data)):
         _add_named(store, Path(final), sha1, data)
     return StoredBlob(sha1, len(data))
 
@@ -55,7 +56,8 @@ def _add_unnamed(store: Store, leaf: str, final: str, sha1: str, data: bytes) ->
             return False
         try:
             _fill(store, fd, data)
-            _link_unnamed(store, fd, final, sha1, len(data))
+            if not _link_unnamed(store, fd, final, sha1, len(data)):
+                return False            # another user's copy is there: ours replaces it, named
         finally:
             os.close(fd)
     except FileNotFoundError:
@@ -69,15 +71,20 @@ def _add_unnamed(store: Store, leaf: str, final: str, sha1: str, data: bytes) ->
     return True
 
 
-def _link_unnamed(store: Store, fd: int, final: str, sha1: str, size: int) -> None:
+def _link_unnamed(store: Store, fd: int, final: str, sha1: str, size: int) -> bool:
+    """True once the name holds the content (ours, or another writer's, claimed); False if it holds
+    another user's copy, which this user cannot claim."""
     for _ in range(3):
         try:
             link_unnamed(fd, final)
-            return
+            return True
         except FileExistsError:
-            if store._holds(final, sha1, size):
-                return                  # another writer published the same bytes
-            # a torn blob, just removed by _holds: link ours in its place
+            held = store._claim(final, sha1, size)
+            if held is None:
+                return False
+            if held:
+                return True             # another writer published the same bytes
+            # gone meanwhile, or a torn blob just removed by _holds: link ours in its place
     raise LocalStorageError(f"cannot publish sha1://{sha1} in {store.root}: its name keeps "
                             "being taken by wrong bytes", errno.EEXIST)
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import durability
+from . import claims, durability
 from .blob_writer import BLOB_MODE, BlobWriter, StoredBlob
 from .durability import SMALL_BLOB, blob_is_sound, read_small_blob, storage_error
 from .errors import IntegrityError, LocalFileError, LocalStorageError, NotFoundError
@@ -49,7 +49,6 @@ from .journal import Journal
 from .small_blobs import add_small
 from .store_files import (
     Link,
-    is_blob_of_size,
     pid_alive,
     removed_on_error,
     scandir_names,
@@ -205,7 +204,7 @@ class Store:
             return add_small(self, data)
         if len(data) <= CHUNK_SIZE:
             sha1 = hashlib.sha1(data).hexdigest()
-            if self._holds(self.path_for(sha1), sha1, len(data)):
+            if self._claim(self.path_for(sha1), sha1, len(data)):
                 return StoredBlob(sha1, len(data))
         with self.writer() as w:
             w.write(data)
@@ -255,10 +254,11 @@ class Store:
             return blob
 
     def _is_whole(self, sha1: Any, size: int, manifest_sha1: Any) -> bool:
-        """The blob (and its manifest, for a large file) is in the store at its size."""
-        if not (is_sha1(sha1) and self._holds(self.path_for(sha1), sha1, size)):
+        """The blob (and its manifest, for a large file) is in the store at its size: both claimed."""
+        if not (is_sha1(sha1) and self._claim(self.path_for(sha1), sha1, size)):
             return False
-        return size <= CHUNK_SIZE or (is_sha1(manifest_sha1) and self.has(manifest_sha1))
+        return size <= CHUNK_SIZE or bool(is_sha1(manifest_sha1)
+                                          and self._claim(self.path_for(manifest_sha1), manifest_sha1))
 
     def link(self, path: str | os.PathLike[str], size: int | None = None,
              mtime: float | None = None) -> StoredBlob:
@@ -287,7 +287,7 @@ class Store:
         sha1 = hasher.sha1()
         manifest = hasher.manifest_bytes()
         manifest_sha1 = self.add_bytes(manifest).sha1 if manifest is not None else None
-        if not self.has(sha1):
+        if not self._claim(self.path_for(sha1), sha1, size):     # else the blob is here, and claimed
             record = {"path": path, "manifestSha1": manifest_sha1,
                       "stat": {"size": size, "mtime": mtime}, "_writingProcess": "daemon"}
             self._write_small_file(self.link_path_for(sha1), json.dumps(record, separators=(",", ":")).encode())
@@ -296,30 +296,38 @@ class Store:
     # ---- maintenance --------------------------------------------------------------------
 
     def clean_stale_temps(self) -> int:
-        """Remove temp files whose writing process is gone. Returns how many were removed."""
+        """Remove temp files whose writing process is gone, and put back the blobs a dead node had
+        set aside for removal (claims.py). Returns how many temp files were removed."""
         removed = 0
         for name in scandir_names(self.tmp_dir):
             pid = name.split(".", 1)[0]
             if pid.isdigit() and pid_alive(int(pid)):
                 continue
-            if unlink_quietly(self.tmp_dir / name):
+            if name.endswith(claims.ASIDE) and name.count(".") >= 3:
+                try:
+                    claims.restore_aside(self.tmp_dir / name, self.sha1_dir)
+                except OSError as e:
+                    log.warning("could not put back %s: %s", name, e)
+            elif unlink_quietly(self.tmp_dir / name):
                 removed += 1
         return removed
 
     def publish_verified(self, path: Path, sha1: str) -> Path:
         """Move a complete file whose SHA-1 the caller has checked (the node's fetcher) into place
-        under its hash, durable as any store (durability.py). `path` must be on the storage
-        directory's file system."""
+        under its hash, durable as any store (durability.py), marked cached (claims.py). `path` must
+        be on the storage directory's file system. A blob already under that name is kept (it may
+        be a client's claimed copy): ours is dropped."""
         final = self.path_for(sha1)
         try:
             os.chmod(path, BLOB_MODE)
+            claims.mark_cached(path)
             if self.sync_always:
                 fd = os.open(path, os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            self._publish_unsynced(path, final, sha1, os.stat(path).st_size)
+            self._publish_unsynced(path, final, sha1, os.stat(path).st_size, replace=False)
         except OSError as e:
             raise storage_error(e, f"cannot publish sha1://{sha1} in {self.root}") from None
         return final
@@ -340,29 +348,42 @@ class Store:
         unlink_quietly(path)
         self._journal.settle(sha1)
 
-    def _publish_unsynced(self, tmp: Path, final: Path, sha1: str, size: int) -> None:
+    def _publish_unsynced(self, tmp: Path, final: Path, sha1: str, size: int, replace: bool = True) -> None:
         """Publish a blob whose bytes may not be on disk yet (unless KACHERY_SYNC=always): a large
         one behind a journal entry, and either way flushed within about a second (durability.py)."""
         if self.sync_always:
-            self._publish(tmp, final)
+            self._publish(tmp, final, sha1, size, replace)
             return
         if size <= SMALL_BLOB:
-            self._publish(tmp, final)
+            self._publish(tmp, final, sha1, size, replace)
             durability.pending.add(self.root)
             return
         entry = self._journal.record(sha1)
         try:
-            self._publish(tmp, final)
+            self._publish(tmp, final, sha1, size, replace)
         except BaseException:
             self._journal.clear(entry)
             raise
         durability.pending.add(self.root, (final, entry))
 
-    def _holds(self, path: str | Path, sha1: str, size: int) -> bool:
-        """The store already has this blob, whole and sound: a new copy need not be written."""
-        return is_blob_of_size(path, size) and self._sound(path, sha1)
+    def _holds(self, path: str | Path, sha1: str, size: int | None) -> bool:
+        """The store already has this blob (of `size`, if given), whole and sound: a new copy need
+        not be written. One open: the size is checked on the open file."""
+        sound = blob_is_sound(path, sha1, self._journal, size)
+        if sound is False:
+            self._remove_torn(path, sha1)
+        return bool(sound)
 
-    def _publish(self, tmp: Path, final: Path) -> None:
+    def _claim(self, path: str | Path, sha1: str, size: int | None = None) -> bool | None:
+        """A store about to write this content: True if it is here and now claimed (nothing to
+        write), False if not here, None if here but another user's (claims.claim_held)."""
+        return claims.claim_held(self, path, sha1, size)
+
+    def _publish(self, tmp: Path, final: Path, sha1: str, size: int, replace: bool = True) -> None:
+        """Rename into place; `replace=False` (a fetched blob): never over a blob already there."""
+        if not replace:
+            claims.link_unless_present(self, tmp, final, sha1, size)
+            return
         try:
             os.replace(tmp, final)
         except FileNotFoundError:

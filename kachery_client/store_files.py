@@ -105,14 +105,6 @@ def writev_all(fd: int, views: list[memoryview]) -> None:
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16
 
 
-def is_blob_of_size(path: str | Path, size: int) -> bool:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_size == size
-
-
 def unlink_quietly(path: str | Path) -> bool:
     try:
         os.unlink(path)

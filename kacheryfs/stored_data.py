@@ -144,8 +144,11 @@ class StoredData(BackgroundHost):
 
     async def drop(self, sha1: str, force: bool) -> dict[str, Any]:
         """Remove local content: only when `numcopies` other sources hold it with the right size
-        and manifest, unless `force`. Pinned content is never dropped (unpin it first)."""
+        and manifest, unless `force`. Pinned content is never dropped (unpin it first), nor content
+        stored again while the drop runs (claims.py: it is kept, UsageError)."""
         sha1 = check_sha1(sha1)
+        started_ns = time.time_ns()
+        seen = await trio.to_thread.run_sync(self.lifecycle.identity, sha1)
         record = await trio.to_thread.run_sync(self.node.index.get, sha1)
         path = await trio.to_thread.run_sync(self.node.store.locate, sha1)
         if path is None and record is None:
@@ -165,10 +168,10 @@ class StoredData(BackgroundHost):
                 raise UsageError(f"refusing to drop sha1://{sha1}: {len(good)} other source(s) hold it with the "
                                  f"right size and manifest, numcopies is {need} (asked: {told or 'no sources'}); "
                                  "--force drops it anyway")
-        removed = await trio.to_thread.run_sync(self.lifecycle.remove, sha1)
+        removed = await trio.to_thread.run_sync(self.lifecycle.remove, sha1, started_ns, seen)
         if removed is None:              # no record (a blob the index never saw): remove the file
             await trio.to_thread.run_sync(self.lifecycle.stored, sha1)
-            removed = await trio.to_thread.run_sync(self.lifecycle.remove, sha1)
+            removed = await trio.to_thread.run_sync(self.lifecycle.remove, sha1, started_ns, seen)
         return {"sha1": sha1, "size": size, "forced": force,
                 "copies": [a.as_json() for a in answers if a.found]}
 

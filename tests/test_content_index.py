@@ -11,6 +11,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kachery_client import claims
 from kacheryfs.content.index import TOTAL_KINDS, NodeIndex
 from kacheryfs.fuse.vfs import SHA1_INODE, VFS
 from kacheryfs.node import Node
@@ -98,6 +99,7 @@ def test_reconcile_and_lru_gc_with_a_real_store(tmp_path):
         blobs = [node.store.add_bytes(f"blob {i}".encode()) for i in range(5)]
         assert life.reconcile() == (5, 0)                    # stored while no node ran: owned
         for i, b in enumerate(blobs[:4]):                    # four of them were fetched: cached
+            claims.mark_cached(node.store.path_for(b.sha1))  # as the fetcher marks what it publishes
             node.index.forget(b.sha1)
             node.index.record_cached(b.sha1, b.size, "peer")
             node.index._conn().execute("UPDATE blobs SET last_used = ? WHERE sha1 = ?", (100 + i, b.sha1))

@@ -108,6 +108,14 @@ def test_two_users_of_one_group_store_into_one_node(lab):
         dst = os.stat(shared_dir)
         assert dst.st_uid == int(subprocess.check_output(["id", "-u", u1]))
         assert dst.st_gid == gid and dst.st_mode & stat.S_ISGID and dst.st_mode & 0o020
+        # u2 stores u1's content again: it may not claim u1's blob (utime needs its owner), so it
+        # puts its own copy of the same bytes in place instead (kachery_client/claims.py).
+        again = as_user(u2, node, "print(kc.store_text(sys.argv[1]))", first, home=base / "h2")
+        assert again.returncode == 0 and again.stdout == one.stdout, again.stderr + node.log()[-2000:]
+        sha1 = one.stdout.strip().split("/")[2]
+        blob = storage / "sha1" / sha1[:2] / sha1[2:4] / sha1[4:6] / sha1
+        assert blob.read_text() == first
+        assert os.stat(blob).st_uid == int(subprocess.check_output(["id", "-u", u2]))
         # Each user reads the other's content; the node knows both as owned.
         back = as_user(u1, node, "print(kc.load_text(sys.argv[1]))", two.stdout.strip(), home=base / "h1")
         assert back.stdout.strip() == second, back.stderr

@@ -9,6 +9,9 @@
                                       live elsewhere); pinned = 1 keeps it from gc
     quarantine(sha1, size, kind, pinned, reason, at)
                                       blobs found corrupt, moved to <storage>/quarantine/
+    meta(key, value)                  'claims_since_ns': when this database first opened with
+                                      claims (kachery_client/claims.py): a blob set aside with an
+                                      older mtime was cached before claims existed, not claimed
     totals(kind, count, bytes)        running totals per kind ('owned', 'cached', 'link',
                                       'pinned', 'quarantine'), kept by triggers in the same
                                       transaction as every insert, update and delete above: a
@@ -60,6 +63,7 @@ _SCHEMA = (
     "last_used REAL NOT NULL DEFAULT 0, remote TEXT)",
     "CREATE TABLE IF NOT EXISTS quarantine (sha1 TEXT PRIMARY KEY NOT NULL, size INTEGER NOT NULL, "
     "kind TEXT NOT NULL, pinned INTEGER NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID",
 )
 # Added after the first release: blobs gained kind and pinned (old rows with a remote were
 # the evictable ones: cached), and the totals table is filled once from the rows it sums.
@@ -122,6 +126,7 @@ class NodeIndex:
                              "bytes = (SELECT coalesce(sum(size), 0) FROM quarantine) WHERE kind = 'quarantine'")
             for statement in _AFTER_MIGRATIONS:
                 conn.execute(statement)
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('claims_since_ns', ?)", (time.time_ns(),))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -196,9 +201,13 @@ class NodeIndex:
         row = self._conn().execute(sql + " RETURNING size", args).fetchone()
         return row[0] if row else None
 
-    def forget_cached(self, sha1s: list[str]) -> list[tuple[str, int]]:
-        """gc: delete the records of those still cached and unpinned, in one transaction (one
-        commit per page of a pass). (sha1, size) of the records deleted."""
+    def claims_since_ns(self) -> int:
+        return int(self._conn().execute("SELECT value FROM meta WHERE key = 'claims_since_ns'").fetchone()[0])
+
+    def forget_cached(self, sha1s: list[str], claimed: Iterable[tuple[str, int]] = ()) -> list[tuple[str, int]]:
+        """gc, once its page of blobs is set aside: delete the records of `sha1s` still cached and
+        unpinned, and make the `claimed` ones (sha1, size) owned, in one transaction (one commit per
+        page of a pass). (sha1, size) of the records deleted."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -208,6 +217,8 @@ class NodeIndex:
                                    "RETURNING size", (sha1,)).fetchone()
                 if row:
                     out.append((sha1, row[0]))
+            for sha1, size in claimed:
+                self.record_owned(sha1, size)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

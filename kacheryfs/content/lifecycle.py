@@ -2,8 +2,10 @@
 
 `Lifecycle` keeps NodeIndex's records (kind, size, last use, pins) in step with the store and is
 the one place that removes content from sha1/ (gc, the cache limit, drop, quarantine). Removal
-order: the record goes first (one conditional DELETE, so a pin that lands first wins), then the
-file. A blob that is open stays readable to its reader (unlink semantics).
+keeps a store that finds the content present (claims.py) from losing it: the file is first
+renamed out of its name (set aside); one claimed since is put back and recorded owned; for the
+others the record goes (gc: one conditional DELETE, so a pin or an owner that lands first wins),
+then the file. A blob that is open stays readable to its reader (unlink semantics).
 
 Cost: gc and the cache limit read candidates from an index in least-recently-used order and the
 running totals (index.py): a pass costs the number of blobs it removes, never the store's size.
@@ -17,12 +19,15 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kachery_client import claims
+from kachery_client.errors import UsageError
 from kachery_client.store import Store
 from kachery_client.uri import is_sha1
 from kacheryfs.content.index import NodeIndex
@@ -38,10 +43,18 @@ class GcResult:
     removed: list[tuple[str, int]] = field(default_factory=list)     # (sha1, size)
     freed: int = 0
     dry_run: bool = False
+    kept: list[str] = field(default_factory=list)       # claimed while set aside: now owned
 
     def as_json(self) -> dict[str, Any]:
         return {"removed": [{"sha1": s, "size": n} for s, n in self.removed], "freed": self.freed,
-                "dryRun": self.dry_run}
+                "dryRun": self.dry_run, "kept": self.kept}
+
+
+@dataclass(frozen=True)
+class Aside:
+    """A blob gc renamed out of its name (claims.set_aside), not yet kept or deleted."""
+    sha1: str
+    path: Path | None       # None: nothing was under the name
 
 
 @dataclass(frozen=True)
@@ -107,16 +120,29 @@ class Lifecycle:
         # True once a reconcile finished: from then on the index records every blob in sha1/
         # (the mount lists sha1/ from it; docs/ARCHITECTURE.md "The mount at scale").
         self.reconciled = False
+        # Held from set aside to settled (gc's page, a drop): a record made for content found
+        # absent waits for it, since the content may be just set aside and about to come back.
+        self._settling = threading.RLock()
 
     # ---- records ----------------------------------------------------------------------------
 
     def stored(self, sha1: str) -> int | None:
         """Content was stored or linked here: record it as owned (or link). Its size; None if absent."""
+        size = self._record_stored(sha1)
+        if size is None:
+            with self._settling:     # maybe set aside by a gc page or a drop just now: wait for it
+                size = self._record_stored(sha1)
+        return size
+
+    def _record_stored(self, sha1: str) -> int | None:
         path = self.store.locate(sha1)
         if path is None:
             return None
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return None
         is_link = path != self.store.path_for(sha1)
-        size = os.stat(path).st_size
         self.index.record_owned(sha1, size, "link" if is_link else "owned")
         return size
 
@@ -139,24 +165,91 @@ class Lifecycle:
 
     # ---- removal ----------------------------------------------------------------------------
 
-    def remove(self, sha1: str, *, only_kind: str | None = None, unpinned: bool = False) -> int | None:
-        """Forget and delete the content (blob or link). Its size, or None if it was not removed
-        (no record, or no longer of that kind / pinned)."""
-        size = self.index.forget(sha1, only_kind=only_kind, unpinned=unpinned)
-        if size is None:
-            return None
-        self.pinned.discard(sha1)
-        self._unlink(sha1)
-        return size
-
-    def _unlink(self, sha1: str) -> None:
-        try:
-            self.store.path_for(sha1).unlink()
-        except FileNotFoundError:           # a link's record (a blob replaces its link)
+    def identity(self, sha1: str) -> tuple[int, int] | None:
+        """(inode, mtime ns) of the content's file (blob, else .link), or None: what a drop saw."""
+        for path in (self.store.path_for(sha1), self.store.link_path_for(sha1)):
             try:
-                self.store.link_path_for(sha1).unlink()
+                st = os.stat(path)
+                return st.st_ino, st.st_mtime_ns
             except FileNotFoundError:
                 pass
+        return None
+
+    def remove(self, sha1: str, since_ns: int | None = None, seen: tuple[int, int] | None = None) -> int | None:
+        """Forget and delete the content (blob or link): drop. Its record's size, or None if it
+        had no record (then the file stays). With `since_ns` (the drop's start) and `seen` (its
+        file's `identity` then), content claimed (stored again) since is kept: UsageError."""
+        with self._settling:
+            return self._remove(sha1, since_ns, seen)
+
+    def _remove(self, sha1: str, since_ns: int | None, seen: tuple[int, int] | None) -> int | None:
+        final = self.store.path_for(sha1)
+        aside = claims.set_aside(final, self.store.tmp_dir)
+        if aside is None:
+            final = self.store.link_path_for(sha1)
+            aside = claims.set_aside(final, self.store.tmp_dir)
+        if aside is not None and since_ns is not None:
+            st = os.stat(aside)
+            since = max(since_ns, self.index.claims_since_ns())
+            if claims.is_claimed(st.st_mtime_ns, since) or seen not in (None, (st.st_ino, st.st_mtime_ns)):
+                claims.put_back(aside, final)
+                self.stored(sha1)
+                raise UsageError(f"sha1://{sha1} was stored again while it was being dropped: kept")
+        size = self.index.forget(sha1)
+        if size is None:
+            if aside is not None:
+                claims.put_back(aside, final)
+            return None
+        self.pinned.discard(sha1)
+        if aside is not None:
+            os.unlink(aside)
+        return size
+
+    def set_aside(self, sha1s: list[str]) -> list[Aside]:
+        """gc's first step: rename each blob out of its name. From here a store of the same content
+        finds no name and writes it again; a store that claimed it before left its mark."""
+        return [Aside(sha1, claims.set_aside(self.store.path_for(sha1), self.store.tmp_dir))
+                for sha1 in sha1s]
+
+    def settle(self, asides: list[Aside], kept: list[str] | None = None) -> list[tuple[str, int]]:
+        """gc's second step: a blob claimed since claims began (claims.py) goes back under its name,
+        recorded owned; the records of the others still cached and unpinned are deleted (one
+        transaction), then their files; any other goes back as it was. (sha1, size) deleted; the
+        claimed ones are added to `kept`."""
+        since = self.index.claims_since_ns()
+        claimed: list[tuple[str, int]] = []
+        unclaimed: list[str] = []
+        for a in asides:
+            if a.path is not None:
+                st = os.stat(a.path)
+                if claims.is_claimed(st.st_mtime_ns, since):
+                    claimed.append((a.sha1, st.st_size))
+                    continue
+            unclaimed.append(a.sha1)
+        gone = dict(self.index.forget_cached(unclaimed, claimed))
+        if kept is not None:
+            kept += [sha1 for sha1, _ in claimed]
+        for a in asides:
+            if a.sha1 not in gone:
+                if a.path is not None:
+                    claims.put_back(a.path, self.store.path_for(a.sha1))
+                continue
+            if a.path is not None:
+                os.unlink(a.path)
+            self._record_newcomer(a.sha1)
+        return [(a.sha1, gone[a.sha1]) for a in asides if a.sha1 in gone]
+
+    def _record_newcomer(self, sha1: str) -> None:
+        """A copy written under the name while gc held the old one aside (a client storing it
+        again, its notice still on the way) is recorded now, so that records match files."""
+        try:
+            st = os.stat(self.store.path_for(sha1))
+        except FileNotFoundError:
+            if self.store.read_link(sha1) is not None:
+                self.stored(sha1)
+            return
+        if st.st_mtime_ns != claims.CACHED_MTIME_NS:      # else a fetch: it records it itself
+            self.index.record_owned(sha1, st.st_size)
 
     def gc(self, target_bytes: int = 0, older_than_days: float | None = None, dry_run: bool = False) -> GcResult:
         """Remove cached, unpinned blobs, least recently used first, until the cached ones total
@@ -180,14 +273,16 @@ class Lifecycle:
                 seen.add(sha1)
                 chosen.append(sha1)
                 expected -= size
-            gone = [(sha1, size) for sha1, size, _ in page[:len(chosen)]] if dry_run \
-                else self.index.forget_cached(chosen)          # rows first (one commit), then files
+            if dry_run:
+                gone = [(sha1, size) for sha1, size, _ in page[:len(chosen)]]
+                cached = expected
+            else:
+                with self._settling:
+                    gone = self.settle(self.set_aside(chosen), result.kept)
+                cached = self.index.totals()["cached"].bytes     # claimed ones left it too
             for sha1, size in gone:
-                if not dry_run:
-                    self._unlink(sha1)
                 result.removed.append((sha1, size))
                 result.freed += size
-                cached -= size
         return result
 
     def enforce_cache_limit(self, limit: int) -> GcResult:
