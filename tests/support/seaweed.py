@@ -84,7 +84,7 @@ def running_seaweed(workdir: Path) -> Iterator[S3Server]:
         return
     base = _pick_base()
     root = workdir / "seaweedfs"
-    for d in ("data", "log", "config"):
+    for d in ("data", "log", "config", "tmp"):
         (root / d).mkdir(parents=True, exist_ok=True)
     env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     log = open(root / "weed.out", "ab")
@@ -94,7 +94,8 @@ def running_seaweed(workdir: Path) -> Iterator[S3Server]:
          f"-filer.port={base + 2}", f"-s3.port={base + 3}", f"-webdav.port={base + 4}",
          f"-admin.port={base + 5}", "-s3.port.iceberg=0", "-s3.port.lance=0"],
         stdout=log, stderr=subprocess.STDOUT, cwd=root / "config",
-        env={**os.environ, **env, "HOME": str(root / "config")})
+        # TMPDIR: weed mini leaves a directory of empty volume files in the temp dir per run
+        env={**os.environ, **env, "HOME": str(root / "config"), "TMPDIR": str(root / "tmp")})
     log.close()
     server = S3Server(f"http://127.0.0.1:{base + 3}", env)
     try:
