@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from .durability import storage_error
 from .store_files import unlink_quietly
+from .uri import is_sha1
 
 if TYPE_CHECKING:
     from .store import Store
@@ -149,4 +150,7 @@ def restore_aside(aside: Path, sha1_dir: Path) -> None:
     """A file a dead node set aside (it crashed between the rename and the decision): put it back,
     the node's reconcile then fixes its record; a later gc decides again."""
     name = aside.name[:-len(ASIDE)].split(".", 2)[2]         # <sha1> or <sha1>.link
+    if not is_sha1(name.removesuffix(".link")):
+        unlink_quietly(aside)                                # not one of ours: nothing to put back
+        return
     put_back(aside, sha1_dir / name[0:2] / name[2:4] / name[4:6] / name)

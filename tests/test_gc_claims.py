@@ -166,3 +166,18 @@ def test_a_fetch_never_replaces_a_copy_already_there_and_a_dead_nodes_asides_com
     assert node.store.clean_stale_temps() == 0 and not moved.exists()
     assert whole(node.store, cached) and no_asides(node)
     assert [s for s, _ in node.lifecycle.gc().removed] == [cached]     # still cached: gc decides again
+
+
+def test_a_stray_aside_name_puts_nothing_into_the_store(node):
+    """Only `<pid>.<random>.<sha1>[.link].aside` is put back: any other such name in tmp/ is removed
+    at the start's clean-up and makes nothing under sha1/."""
+    node.store.tmp_dir.mkdir(parents=True, exist_ok=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stray = node.store.tmp_dir / f"{dead.pid}.2.not-a-hash.aside"
+    stray.write_bytes(b"x")
+    listing = sorted(p.name for p in node.store.sha1_dir.rglob("*")) if node.store.sha1_dir.exists() else []
+    node.store.clean_stale_temps()
+    assert not stray.exists()
+    after = sorted(p.name for p in node.store.sha1_dir.rglob("*")) if node.store.sha1_dir.exists() else []
+    assert after == listing
