@@ -7,9 +7,10 @@ or lost harmlessly, FULL where a committed row must survive a power cut (signed 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -32,3 +33,16 @@ class ThreadLocalDB:
                 conn.execute(pragma)
             self._local.conn = conn
         return conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection inside BEGIN IMMEDIATE (the write lock taken at once, so the
+        transaction never fails half-way on a lock): COMMIT on leaving, ROLLBACK on any error."""
+        conn = self.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise

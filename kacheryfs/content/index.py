@@ -104,9 +104,7 @@ class NodeIndex:
         self._migrate()
 
     def _migrate(self) -> None:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction() as conn:
             for table, column, alter, fill in _MIGRATIONS:
                 if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
                     conn.execute(alter)
@@ -127,10 +125,6 @@ class NodeIndex:
             for statement in _AFTER_MIGRATIONS:
                 conn.execute(statement)
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('claims_since_ns', ?)", (time.time_ns(),))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     # ---- names ------------------------------------------------------------------------------
 
@@ -208,9 +202,7 @@ class NodeIndex:
         """gc, once its page of blobs is set aside: delete the records of `sha1s` still cached and
         unpinned, and make the `claimed` ones (sha1, size) owned, in one transaction (one commit per
         page of a pass). (sha1, size) of the records deleted."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction() as conn:
             out = []
             for sha1 in sha1s:
                 row = conn.execute("DELETE FROM blobs WHERE sha1 = ? AND kind = 'cached' AND pinned = 0 "
@@ -219,10 +211,6 @@ class NodeIndex:
                     out.append((sha1, row[0]))
             for sha1, size in claimed:
                 self.record_owned(sha1, size)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return out
 
     def gc_candidates(self, before: float | None, limit: int) -> list[tuple[str, int, float]]:
@@ -262,9 +250,7 @@ class NodeIndex:
 
     def quarantine(self, sha1: str, size: int, reason: str) -> BlobRecord | None:
         """Move the record into `quarantine` (one transaction); the previous record, if any."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction() as conn:
             old = self.get(sha1)
             conn.execute("DELETE FROM blobs WHERE sha1 = ?", (sha1,))
             # an upsert, not INSERT OR REPLACE: REPLACE's implicit delete fires no trigger
@@ -273,10 +259,6 @@ class NodeIndex:
                          "reason = excluded.reason, at = excluded.at",
                          (sha1, size, old.kind if old else "owned", int(old.pinned) if old else 0,
                           reason, time.time()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return old
 
     def quarantined(self, sha1: str) -> tuple[str, bool] | None:
@@ -331,14 +313,5 @@ class NodeIndex:
         """Run the statements in one transaction; the number of rows they changed."""
         if not statements:
             return 0
-        conn = self._conn()
-        changed = 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for sql, args in statements:
-                changed += conn.execute(sql, args).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return changed
+        with self.db.transaction() as conn:
+            return sum(conn.execute(sql, args).rowcount for sql, args in statements)

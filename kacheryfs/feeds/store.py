@@ -357,9 +357,7 @@ class Feeds:
 
     def _insert(self, feed_id: str, subfeed_hash: str, rows: list[_Row],
                 delete_from: int | None = None) -> None:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction() as conn:
             if delete_from is not None:
                 conn.execute("DELETE FROM subfeedMessages WHERE feedId = ? AND subfeedHash = ? AND position >= ?",
                              (feed_id, subfeed_hash, delete_from))
@@ -368,10 +366,6 @@ class Feeds:
                          (feed_id, subfeed_hash))
             conn.executemany("INSERT INTO subfeedMessages (feedId, subfeedHash, position, message) "
                              "VALUES (?, ?, ?, ?)", rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
 
 def _stored_body_text(text: str) -> str | None:
