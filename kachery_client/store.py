@@ -114,7 +114,7 @@ class Store:
 
     def has(self, sha1: str) -> bool:
         """True if the regular blob is present and sound (links do not count)."""
-        return self._sound(self.path_for(sha1), sha1)
+        return self._holds(self.path_for(sha1), sha1)
 
     def read_link(self, sha1: str) -> Link | None:
         try:
@@ -130,7 +130,7 @@ class Store:
     def locate(self, sha1: str) -> Path | None:
         """Path of the blob's bytes: the blob itself, else a valid link's target, else None."""
         path = self.path_for(sha1)
-        if self._sound(path, sha1):
+        if self._holds(path, sha1):
             return path
         link = self.read_link(sha1)
         if link is not None:
@@ -334,14 +334,6 @@ class Store:
 
     # ---- internals ----------------------------------------------------------------------
 
-    def _sound(self, path: str | Path, sha1: str) -> bool:
-        """The blob file is there with the right bytes (durability.py); a small blob torn by a
-        crash before its write-back is removed, so that it reads as missing and is fetched again."""
-        sound = blob_is_sound(path, sha1, self._journal)
-        if sound is False:
-            self._remove_torn(path, sha1)
-        return bool(sound)
-
     def _remove_torn(self, path: str | Path, sha1: str) -> None:
         log.error("sha1://%s in %s has the wrong bytes (torn by a crash before it was written back): "
                   "removed, it will be fetched again", sha1, self.root)
@@ -366,9 +358,11 @@ class Store:
             raise
         durability.pending.add(self.root, (final, entry))
 
-    def _holds(self, path: str | Path, sha1: str, size: int | None) -> bool:
-        """The store already has this blob (of `size`, if given), whole and sound: a new copy need
-        not be written. One open: the size is checked on the open file."""
+    def _holds(self, path: str | Path, sha1: str, size: int | None = None) -> bool:
+        """The blob file is there (of `size`, if given) with the right bytes (durability.py), so a
+        new copy need not be written; one open, the size checked on the open file. A small blob
+        torn by a crash before its write-back is removed, so that it reads as missing and is
+        fetched again."""
         sound = blob_is_sound(path, sha1, self._journal, size)
         if sound is False:
             self._remove_torn(path, sha1)
