@@ -240,12 +240,16 @@ class IncomingFiles:
         await self.node.record_stored(blob.sha1, inc.entry.name, blob.manifest_sha1)
         log.info("stored incoming/%s as sha1://%s", inc.entry.name, inc.sha1)
 
-    async def _discard(self, inc: Incoming) -> None:
-        """A failed write: nothing of this file is stored, and its entry goes away."""
+    async def _abandon(self, inc: Incoming) -> None:
+        """Store nothing of this file: its temp file is removed."""
         writer, inc.writer = inc.writer, None   # the writer task drops what is still queued
         await self._drain(inc)                  # never close the temp file under a worker thread
         if writer is not None:
             await trio.to_thread.run_sync(writer.abort)
+
+    async def _discard(self, inc: Incoming) -> None:
+        """A failed write: nothing of this file is stored, and its entry goes away."""
+        await self._abandon(inc)
         if self.by_name.get(inc.entry.name or "") is inc:
             del self.by_name[inc.entry.name or ""]
         log.warning("discarded incoming/%s after a failed write", inc.entry.name)
@@ -255,6 +259,4 @@ class IncomingFiles:
         if inc is None:
             raise NotFoundError(name)
         if inc.writer is not None:              # removed mid-write: store nothing
-            writer, inc.writer = inc.writer, None
-            await self._drain(inc)
-            await trio.to_thread.run_sync(writer.abort)
+            await self._abandon(inc)
