@@ -102,10 +102,12 @@ print(json.dumps({"seconds": time.perf_counter() - t}))
 
 # 1.2.0 through our node, with where its time goes: its /store POST (a new connection each time),
 # the `stat` subprocess it runs to check the stored size, the rest (temp dir, file, auth code).
+# Then its floor: the same POSTs to a server that answers at once (instant_http.py, argv[2]).
 KC120_NODE = """
 import json, sys, time
 import kachery_client as kc
 from kachery_client import _store_file as sf
+post_file = sf._http_post_file
 acc = {"post": 0.0, "stat": 0.0}
 def wrap(name, key):
     real = getattr(sf, name)
@@ -125,7 +127,15 @@ t = time.perf_counter()
 for i in range(n):
     kc.store_json({"j": i})
 total = time.perf_counter() - t
-print(json.dumps({"store": total / n, "post": acc["post"] / n, "stat": acc["stat"] / n}))
+with open("instant-body", "wb") as f:
+    f.write(b'{"j": 0}')
+daemon_url, headers = kc._daemon_connection._daemon_url()
+headers["Content-Length"] = "8"
+t = time.perf_counter()
+for i in range(n):
+    assert post_file(f"http://127.0.0.1:{sys.argv[2]}/store", "instant-body", headers=headers)["success"]
+floor = (time.perf_counter() - t) / n
+print(json.dumps({"store": total / n, "post": acc["post"] / n, "stat": acc["stat"] / n, "floor": floor}))
 """
 
 
@@ -164,7 +174,14 @@ def bench_node(tmp: Path, count: int) -> None:
     with running_node(tmp / "node-small" / "storage") as node:
         env = client_env(node)
         ours = run_json(OURS, SMALL, env, str(tmp), str(count))
-        theirs = run_json(KC120, KC120_NODE, env, str(tmp), str(count))
+        instant = subprocess.Popen([sys.executable, str(ROOT / "bench" / "instant_http.py")],
+                                   stdout=subprocess.PIPE, text=True)
+        try:
+            assert instant.stdout is not None
+            theirs = run_json(KC120, KC120_NODE, env, str(tmp), str(count), instant.stdout.readline().strip())
+        finally:
+            instant.kill()
+            instant.wait()
         session = requests.Session()
         session.trust_env = False
         headers = node.headers()
@@ -179,6 +196,10 @@ def bench_node(tmp: Path, count: int) -> None:
     row("  1.2.0 through our node: where the time goes", "-",
         f"POST /store (new connection each) {ms(theirs['post'])}, `stat` subprocess {ms(theirs['stat'])}, "
         f"rest {ms(rest)}", f"the node's share ~ raw /store {ms(raw)}", "")
+    floor = theirs["floor"] + theirs["stat"] + rest
+    row("  1.2.0's own floor: the same calls, its POST to a server that answers at once", "-",
+        f"{ms(floor)} (POST {ms(theirs['floor'])} + `stat` + rest)", "bench/instant_http.py",
+        f"{floor / 3e-3:.2f}x the 3 ms target before our node does anything")
 
 
 def py_read(path: Path) -> None:

@@ -32,24 +32,31 @@ def add_small(store: Store, data: bytes) -> StoredBlob:
     sha1 = hashlib.sha1(data).hexdigest()
     leaf = f"{store._sha1_prefix}{sha1[0:2]}/{sha1[2:4]}/{sha1[4:6]}"
     final = f"{leaf}/{sha1}"
-    held = store._claim(final, sha1, len(data))     # present: claimed (claims.py), nothing to write
-    if held:
+    if store.unnamed_ok and _add_unnamed(store, leaf, final, sha1, data):
         return StoredBlob(sha1, len(data))
-    if not (held is False and store.unnamed_ok and _add_unnamed(store, leaf, final, sha1, data)):
+    if not store._claim(final, sha1, len(data)):    # present: claimed (claims.py), nothing to write
         _add_named(store, Path(final), sha1, data)
     return StoredBlob(sha1, len(data))
 
 
 def _add_unnamed(store: Store, leaf: str, final: str, sha1: str, data: bytes) -> bool:
-    """Write the bytes into an unnamed file in the blob's directory and link it under its hash
-    (store_files.open_unnamed): about half the directory work of a temp file and a rename.
-    False if this cannot be done here (the caller then writes a named temp file)."""
+    """Store the bytes unless present (then claim them): written into an unnamed file in the blob's
+    directory and linked under its hash (store_files.open_unnamed), about half the directory work
+    of a temp file and a rename. False if this cannot be done here: the caller claims or writes a
+    named temp file."""
     if not store._tmp_made:
         store.new_temp_path()            # tmp/ is part of the layout, made once per Store
     try:
         # The directory first: content not in the store is nearly always the first in its
-        # directory (16.7 million of them), so this is one mkdir and no failed open.
-        made_dir = make_dirs(leaf)
+        # directory (16.7 million of them), and a directory just made holds no blob, so there is
+        # nothing to claim: one mkdir, then the write.
+        made_dir = _make_leaf(store, leaf)
+        if not made_dir:
+            held = store._claim(final, sha1, len(data))
+            if held is None:
+                return False            # another user's copy is there: ours replaces it, named
+            if held:
+                return True             # present, and now claimed
         fd = open_unnamed(leaf, BLOB_MODE)
         if fd is None:
             store.unnamed_ok = False    # the file system makes no unnamed files
@@ -69,6 +76,24 @@ def _add_unnamed(store: Store, leaf: str, final: str, sha1: str, data: bytes) ->
     if not store.sync_always:
         durability.pending.add(store.root)
     return True
+
+
+def _make_leaf(store: Store, leaf: str) -> bool:
+    """make_dirs(leaf), True if the leaf itself was made here. The parent first, unless made or
+    seen before (remembered: at most 65,536 of them): a new leaf is one or two mkdirs, never a
+    failed one first."""
+    parent = leaf[:-3]
+    if parent not in store._parents_seen:
+        make_dirs(parent)
+        store._parents_seen.add(parent)
+    try:
+        os.mkdir(leaf)
+        return True
+    except FileExistsError:
+        return False
+    except FileNotFoundError:                       # removed meanwhile (gc of empty directories)
+        store._parents_seen.discard(parent)
+        return make_dirs(leaf)
 
 
 def _link_unnamed(store: Store, fd: int, final: str, sha1: str, size: int) -> bool:
