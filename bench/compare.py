@@ -286,9 +286,11 @@ def bench_mount(tmp: Path, src: Path, cp_src: Path, base_cp: float, rounds: int 
         row("first read under a new name of content read before", secs(best["new_name"], size), "-",
             f"first name warm {secs(best['mount'], size)}",
             f"{best['mount'] / best['new_name']:.2f}x (target >= 0.9x)")
-        cp = timed(lambda: subprocess.run(["cp", str(cp_src), str(mnt / "incoming" / "cp.bin")], check=True))
-        assert os.path.islink(mnt / "incoming" / "cp.bin")       # the symlink, as soon as cp returns
-        row(f"cp of a new {cp_src.stat().st_size >> 20} MiB file into incoming/", secs(cp, size), "-",
+        names = iter(range(3))
+        cp = timed(lambda: subprocess.run(["cp", str(cp_src), str(mnt / "incoming" / f"cp{next(names)}.bin")],
+                                          check=True), repeat=3)
+        assert os.path.islink(mnt / "incoming" / "cp0.bin")       # the symlink, as soon as cp returns
+        row(f"cp of a new {cp_src.stat().st_size >> 20} MiB file into incoming/ (best of 3)", secs(cp, size), "-",
             f"sha1sum {secs(base_cp, size)}", f"{cp / base_cp:.2f}x sha1sum's time (target <= 1.3x)")
         # The same copy against a plain `cp` onto the storage's file system, each right after as
         # much page cache was freed: on a VM whose host takes back freed guest memory, a page cache

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .durability import start_write_back, storage_error
+from .durability import start_write_back, storage_error, write_back_dropping
 from .errors import IntegrityError
 from .hashing import ContentHasher
 from .store_files import unlink_quietly, writev_all
@@ -68,11 +68,16 @@ class BlobWriter:
 
     Use as a context manager: leaving the block without commit (an exception) removes the
     temp file. If `expected_sha1` is given, commit refuses other content (IntegrityError).
+    `drop_behind`: what is written is dropped from the page cache once on disk
+    (durability.write_back_dropping), for ingests nobody reads back soon (the mount's incoming/).
     """
 
-    def __init__(self, store: Store, expected_sha1: str | None = None, manifest: bool = True):
+    def __init__(self, store: Store, expected_sha1: str | None = None, manifest: bool = True,
+                 drop_behind: bool = False):
         self._store = store
         self._expected = expected_sha1
+        self._drop_behind = drop_behind
+        self._behind: tuple[int, int] | None = None      # the range written back last (drop_behind)
         self.hasher = ContentHasher(chunks=manifest)
         self.tmp_path, fd = store.create_temp()
         self._fd: int | None = fd
@@ -164,8 +169,12 @@ class BlobWriter:
                 # the writer should go on copying meanwhile. A range whose turn comes while the
                 # last one still runs goes with the next.
                 if self._flush is None:
-                    self._flush = _flush_pool.submit(
-                        start_write_back, fd, self.hasher.size - self._unflushed, self._unflushed)
+                    written = (self.hasher.size - self._unflushed, self._unflushed)
+                    if self._drop_behind:
+                        self._flush = _flush_pool.submit(write_back_dropping, fd, *written, self._behind)
+                        self._behind = written
+                    else:
+                        self._flush = _flush_pool.submit(start_write_back, fd, *written)
                     self._unflushed = 0
             elif self._flush is None:
                 self._flush = _flush_pool.submit(os.fdatasync, fd)

@@ -179,7 +179,7 @@ _libc_syncfs = _libc_function("syncfs")
 _libc_sync_file_range = _libc_function("sync_file_range")
 if _libc_sync_file_range is not None:
     _libc_sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-SYNC_FILE_RANGE_WRITE = 2
+SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
 
 
 def start_write_back(fd: int, offset: int, length: int) -> None:
@@ -188,6 +188,22 @@ def start_write_back(fd: int, offset: int, length: int) -> None:
     throttles the writer. Errors show at the flush (syncfs), which then removes the blob."""
     if _libc_sync_file_range is not None:
         _libc_sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
+
+
+def write_back_dropping(fd: int, offset: int, length: int, behind: tuple[int, int] | None) -> None:
+    """start_write_back, then wait until the range `behind` (offset, length), written earlier, is
+    on disk and drop it from the page cache: what a large ingest writes is not kept in memory (as
+    `dd oflag=nocache`), and its next pages come from those just freed. On a VM a page first
+    touched costs several times one just freed: a `cp` of 1 GiB into incoming/ took 1.9-2.1x
+    sha1sum's time without this, 1.0-1.3x with it. A failed write-back raises OSError."""
+    start_write_back(fd, offset, length)
+    if behind is None or _libc_sync_file_range is None:
+        return
+    wait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER
+    if _libc_sync_file_range(fd, behind[0], behind[1], wait) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    os.posix_fadvise(fd, behind[0], behind[1], os.POSIX_FADV_DONTNEED)
 
 
 def _syncfs(root: Path) -> None:

@@ -194,10 +194,12 @@ class Store:
 
     # ---- writing ------------------------------------------------------------------------
 
-    def writer(self, expected_sha1: str | None = None, manifest: bool = True) -> BlobWriter:
+    def writer(self, expected_sha1: str | None = None, manifest: bool = True,
+               drop_behind: bool = False) -> BlobWriter:
         """`manifest=False`: no manifest is made for a large blob (one hash pass instead of two);
-        the node makes it later, when a peer first asks (Node.manifest_for)."""
-        return BlobWriter(self, expected_sha1, manifest)
+        the node makes it later, when a peer first asks (Node.manifest_for). `drop_behind`: keep
+        what is written out of the page cache once on disk (BlobWriter)."""
+        return BlobWriter(self, expected_sha1, manifest, drop_behind)
 
     def add_bytes(self, data: bytes) -> StoredBlob:
         """Store bytes held in memory. Content already present costs only the hash."""

@@ -7,9 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from kachery_client import blob_writer
 from kachery_client.errors import IntegrityError, LocalFileError, LocalStorageError, NotFoundError
 from kachery_client.hashing import CHUNK_SIZE, parse_manifest
 from kachery_client.store import EMPTY_SHA1, Store
@@ -400,3 +402,33 @@ def test_failed_write_back_removes_the_large_blobs_it_covered(tmp_path, monkeypa
         durability.flush()
     assert info.value.errno == errno.EIO
     assert not store.path_for(big.sha1).exists() and os.listdir(tmp_path / "unsynced") == []
+
+
+def _resident_bytes(path) -> int:
+    """Bytes of `path` in the page cache (util-linux fincore)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
+@pytest.mark.parametrize("drop_behind", [True, False])
+def test_drop_behind_keeps_an_ingest_out_of_the_page_cache(tmp_path, monkeypatch, drop_behind):
+    """A writer with drop_behind (the mount's incoming/) leaves at most the last two write-back
+    ranges of what it wrote in the page cache; without it, the whole blob stays cached."""
+    if subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True,
+                      text=True).stdout.strip() == "tmpfs":
+        tmp_path = Path(__file__).parent.parent / ".pytest-scratch" / tmp_path.name   # tmpfs keeps all
+        tmp_path.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(blob_writer, "EARLY_FLUSH", 1 << 20)
+    store = Store(tmp_path / "s")
+    part = os.urandom(1 << 20)
+    with store.writer(drop_behind=drop_behind) as w:
+        for i in range(12):
+            w.write(part[i:] + part[:i])
+        blob = w.commit()
+    resident = _resident_bytes(store.path_for(blob.sha1))
+    if drop_behind:
+        assert resident <= 3 << 20, resident
+        assert store.read_bytes(blob.sha1) == b"".join(part[i:] + part[:i] for i in range(12))
+    else:
+        assert resident == 12 << 20

@@ -106,8 +106,9 @@ class IncomingFiles:
         if "/" in name or name in self.by_name:
             raise FsError(errno.EEXIST, name)
         # No manifest now: one hash pass, so close() returns sooner; the node makes the manifest
-        # when a peer first asks for it (Node.manifest_for).
-        writer = await trio.to_thread.run_sync(lambda: self.node.store.writer(manifest=False))
+        # when a peer first asks for it (Node.manifest_for). What the writer wrote is not kept
+        # in the page cache once on disk (drop_behind): the file's bytes were the writer's own.
+        writer = await trio.to_thread.run_sync(lambda: self.node.store.writer(manifest=False, drop_behind=True))
         inc = Incoming(self._new_entry(name), writer=writer, open_count=1)
         self.by_name[name] = inc
         return inc
