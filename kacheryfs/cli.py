@@ -89,6 +89,9 @@ def _is_mount_helper_call(args: list[str]) -> bool:
 @click.option("--no-mount", is_flag=True, help="run without the FUSE mount (headless node)")
 @click.option("--fetch-timeout", type=float, default=60.0, show_default=True,
               help="seconds a read in the mount waits for a fetch before failing with EIO")
+@click.option("--listing-inodes", type=click.IntRange(0), default=10_000, show_default=True,
+              help="hashes of sha1/ a listing hands the kernel with their attributes (then `ls -l` or a "
+                   "coloured `ls` of them needs no lookup each); beyond this many inodes held, names only")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="log here instead of stderr")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True, help="least important log messages to write")
@@ -100,7 +103,7 @@ def _is_mount_helper_call(args: list[str]) -> bool:
 @click.option("--auth-rotation-seconds", type=float, default=180.0, show_default=True,
               help="how often the client auth code (<storage-dir>/client-auth) changes")
 def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount: bool, fetch_timeout: float,
-        log_file: str | None, log_level: str, config_path: str | None, group: str | None,
+        listing_inodes: int, log_file: str | None, log_level: str, config_path: str | None, group: str | None,
         auth_rotation_seconds: float) -> None:
     import trio
 
@@ -134,7 +137,8 @@ def run(storage_dir: str, host: str, port: int, mountpoint: str | None, no_mount
             node.close()
             raise _Busy(f"cannot mount at {where}: it is already a mount point (umount it first, or --mount "
                         "elsewhere)")
-        extra.append(functools.partial(run_mount, node, where, fetch_timeout=fetch_timeout))
+        extra.append(functools.partial(run_mount, node, where, fetch_timeout=fetch_timeout,
+                                       listing_inodes=listing_inodes))
     try:
         trio.run(lambda: serve(node, host, port, extra_tasks=extra, auth_rotation_seconds=auth_rotation_seconds))
     except BaseException as e:

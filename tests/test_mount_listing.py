@@ -1,8 +1,9 @@
 """Listing sha1/ in a real mount: exactly the stored hashes, from the node's index once it has
 reconciled with the store; what is stored after the mount appears (over HTTP, by a client sharing
 the storage directory, a chunk sliced for a peer), what is dropped disappears;
-the listing gives the kernel no inodes, and the inodes of later lookups are forgotten by the node
-when the kernel forgets them."""
+a listing gives the kernel the inodes of at most --listing-inodes hashes (those need no lookup
+for `ls -l`), and the inodes of later lookups are forgotten by the node when the kernel forgets
+them."""
 
 from __future__ import annotations
 
@@ -22,11 +23,17 @@ from tests.support.mount import mounted_node
 from tests.support.nodeproc import NodeProc, client_env
 
 BLOBS = 3000
+LISTING_INODES = 1000
 
 
-def gauge(node: NodeProc, name: str) -> float:
+def gauge(node: NodeProc, name: str, **labels: str) -> float:
     text = requests.get(node.url + "/metrics", timeout=30).text
-    return next(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+    return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == name and labels.items() <= s.labels.items())
+
+
+def lookups(node: NodeProc) -> float:
+    return gauge(node, "kacheryfs_fuse_operations_total", operation="lookup")
 
 
 def poll(what: str, done, deadline: float = 15.0):  # type: ignore[no-untyped-def]
@@ -42,16 +49,17 @@ def ls_f(mnt: Path) -> list[str]:
     return [n for n in out.stdout.split() if n not in (".", "..")]
 
 
-def test_listing_sha1_follows_the_index_and_holds_no_inodes(tmp_path):
+def test_listing_sha1_follows_the_index_and_holds_few_inodes(tmp_path):
     storage = tmp_path / "storage"
     store = Store(storage)
     expected = {store.add_bytes(b"%d" % i).sha1 for i in range(BLOBS)}     # stored while no node ran
-    with mounted_node(tmp_path, storage=storage) as (node, mnt):
+    with mounted_node(tmp_path, storage=storage, args=("--listing-inodes", str(LISTING_INODES))) as (node, mnt):
         poll("the startup reconciliation", lambda: gauge(node, "kacheryfs_storage_blobs") == BLOBS)
         names = ls_f(mnt)
         assert len(names) == BLOBS and set(names) == expected                # each hash once
         assert sorted(os.listdir(mnt / "sha1")) == sorted(expected)          # a second listing
-        assert gauge(node, "kacheryfs_mount_inodes") == 0                    # the kernel holds none
+        # The first LISTING_INODES hashes went out with their inodes, the rest as names only.
+        assert gauge(node, "kacheryfs_mount_inodes") == LISTING_INODES
 
         parent = node.post("/store", data=b"stored after the mount, then sliced").json()["sha1"]
         assert parent in ls_f(mnt)
@@ -75,10 +83,12 @@ def test_listing_sha1_follows_the_index_and_holds_no_inodes(tmp_path):
         with pytest.raises(FileNotFoundError):
             os.stat(mnt / "sha1" / dropped)
 
-        # ls -l and cat look each listed name up: directories, content as stored.
+        # ls -l and cat look each name listed without its inode up: directories, content as stored.
+        before = lookups(node)
         long = subprocess.run(["ls", "-l", str(mnt / "sha1")], capture_output=True, text=True, check=True,
                               timeout=120).stdout.splitlines()[1:]
         assert len(long) == BLOBS + 2 and all(line.startswith("dr-xr-xr-x") for line in long)
+        assert lookups(node) - before <= BLOBS + 2 - (LISTING_INODES - 1)     # none for those held
         one = sorted(expected)[1]
         assert hashlib.sha1((mnt / "sha1" / one / "x").read_bytes()).hexdigest() == one
         assert gauge(node, "kacheryfs_mount_inodes") >= BLOBS + 2            # looked up: held now

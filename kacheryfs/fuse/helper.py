@@ -4,7 +4,7 @@ mount.fuse3 runs this for `mount -t fuse.kacheryfs`, fstab lines and systemd .mo
 other FUSE file systems it returns once the mount is up, leaving the node running in the
 background (its own session, logging to log_file= or <storage-dir>/kacheryfs.log).
 
-Options of ours: port=N, host=ADDR, fetch_timeout=SECONDS, log_file=PATH. The generic mount
+Options of ours: port=N, host=ADDR, fetch_timeout=SECONDS, listing_inodes=N, log_file=PATH. The generic mount
 options (rw, ro, suid, dev, exec, auto, noauto, user, nofail, _netdev, defaults, x-systemd.*)
 are accepted and ignored.
 """
@@ -21,7 +21,8 @@ from pathlib import Path
 from kachery_client.config import DEFAULT_PORT
 
 MOUNT_DEADLINE = 60.0
-_OURS = {"port": "--port", "host": "--host", "fetch_timeout": "--fetch-timeout", "log_file": "--log-file"}
+_OURS = {"port": "--port", "host": "--host", "fetch_timeout": "--fetch-timeout", "listing_inodes": "--listing-inodes",
+         "log_file": "--log-file"}
 _GENERIC = {"rw", "ro", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "auto", "noauto", "user", "nouser",
             "users", "nofail", "_netdev", "defaults", "atime", "noatime", "relatime", "sync", "async"}
 

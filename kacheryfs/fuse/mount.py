@@ -56,7 +56,7 @@ def _only_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, trio.Cancelled)
 
 
-async def run_mount(node: Node, mountpoint: Path, *, fetch_timeout: float = 60.0,
+async def run_mount(node: Node, mountpoint: Path, *, fetch_timeout: float = 60.0, listing_inodes: int = 10_000,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     try:
         clean_stale_mount(mountpoint)
@@ -64,13 +64,13 @@ async def run_mount(node: Node, mountpoint: Path, *, fetch_timeout: float = 60.0
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise StartupError(f"cannot mount at {mountpoint}: {reason}") from None
     async with trio.open_nursery() as background:      # incoming/ batch writes
-        await _serve(node, mountpoint, fetch_timeout, background, task_status)
+        vfs = VFS(node, fetch_timeout=fetch_timeout, spawn=background.start_soon, listing_inodes=listing_inodes)
+        await _serve(node, vfs, mountpoint, task_status)
         background.cancel_scope.cancel()
 
 
-async def _serve(node: Node, mountpoint: Path, fetch_timeout: float, background: trio.Nursery,
-                 task_status: trio.TaskStatus[None]) -> None:
-    ops = Operations(VFS(node, fetch_timeout=fetch_timeout, spawn=background.start_soon))
+async def _serve(node: Node, vfs: VFS, mountpoint: Path, task_status: trio.TaskStatus[None]) -> None:
+    ops = Operations(vfs)
     options = set(pyfuse3.default_options)
     options.add("fsname=kacheryfs")
     options.add("subtype=kacheryfs")

@@ -167,14 +167,15 @@ class Operations(pyfuse3.Operations):
                 self.vfs.taken(item.sha1, item.kind, item.name)
 
     async def _readdir_hashes(self, listing: HashListing, start: int, token: Any) -> None:
-        """sha1/: page after page while the kernel has room, each entry plain (no inode for the
-        kernel to hold, plain_entries.py) where this pyfuse3 allows, else a counted lookup."""
-        plain, reply = self._hashdir, pyfuse3.readdir_reply
+        """sha1/: page after page while the kernel has room. Each entry goes out with its inode (a
+        counted lookup) while the kernel holds fewer than `vfs.listing_inodes`, then plain (no
+        inode for the kernel to hold, plain_entries.py) where this pyfuse3 allows."""
+        plain, reply, vfs = self._hashdir, pyfuse3.readdir_reply, self.vfs
         while True:
             page, i = await listing.entries(start)
             sent = 0
             for next_id, sha1 in itertools.islice(page, i, None):
-                if plain is not None:
+                if plain is not None and not vfs.lists_with_inode():
                     if not reply(token, sha1.encode(), plain.d_ino(content_ino(sha1, HASHDIR)), next_id):
                         break
                 elif reply(token, sha1.encode(), _entry(self.vfs.hashdir_attr(sha1)), next_id):

@@ -96,9 +96,13 @@ class Content:
 
 
 class VFS:
-    def __init__(self, node: Node, fetch_timeout: float = 60.0, spawn: Any = None):
+    def __init__(self, node: Node, fetch_timeout: float = 60.0, spawn: Any = None, listing_inodes: int = 10_000):
         self.node = node
         self.fetch_timeout = fetch_timeout
+        # Up to this many content inodes held by the kernel, a listing of sha1/ hands each hash
+        # out with its inode and attributes (`ls -l` or a coloured `ls` then looks none up); beyond
+        # it, names only (the kernel and the node hold nothing for them).
+        self.listing_inodes = listing_inodes
         # Where background batch writes run (the mount's nursery); None: write inline.
         self._spawn = spawn
         self._entries: dict[int, Entry] = {
@@ -143,6 +147,10 @@ class VFS:
         if kind == BLOB and name is not None and (name != sha1 or ino not in self.content.names):
             self.content.names[ino] = name
         return ino
+
+    def lists_with_inode(self) -> bool:
+        """The next hash listed in sha1/ goes out with its inode (then `taken`), not as a name only."""
+        return len(self.content) < self.listing_inodes
 
     def forget(self, inodes: Iterable[tuple[int, int]]) -> None:
         for ino, count in inodes:
