@@ -40,7 +40,7 @@ from mount import drop_cache  # noqa: E402
 from kachery_client.store import Store  # noqa: E402
 from tests.support.mount import mounted_node, wait_for_mount  # noqa: E402
 from tests.support.network import source_and_reader  # noqa: E402
-from tests.support.nodeproc import client_env, free_port, running_node  # noqa: E402
+from tests.support.nodeproc import NodeProc, client_env, free_port, running_node  # noqa: E402
 
 KC120 = os.environ.get("KACHERY_CLIENT_120_PYTHON", str(ROOT / ".venv-kc120" / "bin" / "python"))
 OURS = sys.executable
@@ -317,11 +317,19 @@ def free_page_cache(tmp: Path, size: int) -> None:
     junk.unlink()
 
 
-def load_seconds(node: object, uri: str, tmp: Path) -> float:
+def load_seconds(node: NodeProc, uri: str, tmp: Path, rounds: int = 3) -> float:
+    """Best of `rounds` fetches of `uri` to `node`, the fetched copy dropped after each (and the
+    drop's writes synced) so that every round fetches it whole."""
     code = ("import json, sys, time, kachery_client as kc\nload_file = kc.load_file\nt = time.perf_counter()\n"
             "load_file(sys.argv[1])\n"
             "print(json.dumps({'seconds': time.perf_counter() - t}))")
-    return run_json(OURS, code, client_env(node), str(tmp), uri)["seconds"]  # type: ignore[arg-type]
+    best = float("inf")
+    for _ in range(rounds):
+        best = min(best, run_json(OURS, code, client_env(node), str(tmp), uri)["seconds"])
+        r = node.post("/kacheryfs/drop", json={"uri": uri, "force": True})
+        assert r.status_code == 200, r.text
+        os.sync()
+    return best
 
 
 def bench_peer(tmp: Path, peer_src: Path, s3: bool) -> None:
@@ -332,7 +340,7 @@ def bench_peer(tmp: Path, peer_src: Path, s3: bool) -> None:
     uri = f"sha1://{blob.sha1}/peer.bin?manifest={blob.manifest_sha1}"
     with running_node(sa, port=port_a), mounted_node(tmp / "peer" / "b", storage=sb) as (b, _):
         seconds = load_seconds(b, uri, tmp)
-    row(f"peer fetch of {size >> 20} MiB to a node with its mount up", secs(seconds, size), "-",
+    row(f"peer fetch of {size >> 20} MiB to a node with its mount up (best of 3)", secs(seconds, size), "-",
         f"sha1sum {secs(base, size)}", f"{base / seconds:.2f}x sha1sum (target >= 0.7x)")
     if s3:
         from tests.support.network import write_config
@@ -348,7 +356,8 @@ def bench_peer(tmp: Path, peer_src: Path, s3: bool) -> None:
                                                   "channel": "benchchan"})
             with running_node(sd, env=server.env) as d:
                 seconds = load_seconds(d, uri, tmp)
-        row(f"S3 fetch of {size >> 20} MiB (SeaweedFS)", secs(seconds, size), "-", f"sha1sum {secs(base, size)}",
+        row(f"S3 fetch of {size >> 20} MiB (SeaweedFS, best of 3)", secs(seconds, size), "-",
+            f"sha1sum {secs(base, size)}",
             f"{base / seconds:.2f}x sha1sum (target >= 0.5x)")
 
 
