@@ -3,6 +3,7 @@
 import errno
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -415,20 +416,24 @@ def _resident_bytes(path) -> int:
 def test_drop_behind_keeps_an_ingest_out_of_the_page_cache(tmp_path, monkeypatch, drop_behind):
     """A writer with drop_behind (the mount's incoming/) leaves at most the last two write-back
     ranges of what it wrote in the page cache; without it, the whole blob stays cached."""
-    if subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True,
-                      text=True).stdout.strip() == "tmpfs":
-        tmp_path = Path(__file__).parent.parent / ".pytest-scratch" / tmp_path.name   # tmpfs keeps all
-        tmp_path.mkdir(parents=True, exist_ok=True)
+    on_tmpfs = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True,
+                              text=True).stdout.strip() == "tmpfs"
+    # tmpfs keeps every page (they are the file): then a directory on the repository's disk.
+    where = Path(__file__).parent.parent / ".pytest-scratch" / tmp_path.name if on_tmpfs else tmp_path
     monkeypatch.setattr(blob_writer, "EARLY_FLUSH", 1 << 20)
-    store = Store(tmp_path / "s")
-    part = os.urandom(1 << 20)
-    with store.writer(drop_behind=drop_behind) as w:
-        for i in range(12):
-            w.write(part[i:] + part[:i])
-        blob = w.commit()
-    resident = _resident_bytes(store.path_for(blob.sha1))
-    if drop_behind:
-        assert resident <= 3 << 20, resident
-        assert store.read_bytes(blob.sha1) == b"".join(part[i:] + part[:i] for i in range(12))
-    else:
-        assert resident == 12 << 20
+    store = Store(where / "s")
+    parts = [os.urandom(1 << 20) for _ in range(12)]
+    try:
+        with store.writer(drop_behind=drop_behind) as w:
+            for part in parts:
+                w.write(part)
+            blob = w.commit()
+        resident = _resident_bytes(store.path_for(blob.sha1))
+        if drop_behind:
+            assert resident <= 3 << 20, resident
+            assert store.read_bytes(blob.sha1) == b"".join(parts)
+        else:
+            assert resident == 12 << 20
+    finally:
+        if on_tmpfs:
+            shutil.rmtree(where, ignore_errors=True)
