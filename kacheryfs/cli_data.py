@@ -19,8 +19,8 @@ import requests
 
 from kachery_client.cli_data import ByteProgress
 from kachery_client.errors import KacheryError, UsageError
+from kacheryfs.status_cli import AUTH_HEADER, client_auth_code
 
-AUTH_HEADER = "KACHERY-CLIENT-AUTH-CODE"
 ProgressFn = Callable[[int, int], None]
 
 
@@ -44,11 +44,7 @@ class DataTarget:
         return True
 
     def _headers(self) -> dict[str, str]:
-        path = self.storage_dir / "client-auth"
-        try:
-            return {AUTH_HEADER: path.read_text()}
-        except OSError as e:
-            raise UsageError(f"cannot read {path}: {e.strerror}") from None
+        return {AUTH_HEADER: client_auth_code(self.storage_dir, self.url)}
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if not self.remote:

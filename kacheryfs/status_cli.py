@@ -27,6 +27,21 @@ from kachery_client.errors import AuthError, KacheryError, NodeUnavailableError
 from kacheryfs.status_view import human_bytes, render
 
 CLEAR = "\x1b[H\x1b[2J"
+AUTH_HEADER = "KACHERY-CLIENT-AUTH-CODE"
+
+
+def client_auth_code(storage_dir: Path | None, url: str) -> str:
+    """The node's current client auth code: KACHERY_CLIENT_AUTH_CODE, else <storage_dir>/client-auth
+    (read on every request: the node rotates it). Also used by cli_data's commands."""
+    code = os.environ.get("KACHERY_CLIENT_AUTH_CODE")
+    if code:
+        return code
+    try:
+        return (storage_dir / "client-auth").read_text() if storage_dir else ""
+    except OSError as e:
+        raise AuthError(f"the node at {url} answers, but its auth code in {storage_dir}/client-auth "
+                        f"cannot be read ({e.strerror}); run as a user who can read it, or set "
+                        "KACHERY_CLIENT_AUTH_CODE") from None
 
 
 class NodeStatusClient:
@@ -62,20 +77,9 @@ class NodeStatusClient:
         except ValueError:
             return response.status, None
 
-    def _code(self) -> str:
-        code = os.environ.get("KACHERY_CLIENT_AUTH_CODE")
-        if code:
-            return code
-        try:
-            return (self.storage_dir / "client-auth").read_text() if self.storage_dir else ""
-        except OSError as e:
-            raise AuthError(f"the node at {self.url} answers, but its auth code in {self.storage_dir}/client-auth "
-                            f"cannot be read ({e.strerror}); run as a user who can read it, or set "
-                            "KACHERY_CLIENT_AUTH_CODE") from None
-
     def get(self, path: str) -> dict[str, Any]:
         try:
-            status, answer = self._get(path, {"KACHERY-CLIENT-AUTH-CODE": self._code()})
+            status, answer = self._get(path, {AUTH_HEADER: client_auth_code(self.storage_dir, self.url)})
         except (OSError, http.client.HTTPException):
             raise NodeUnavailableError(f"the node at {self.url} stopped answering") from None
         if status in (401, 403):

@@ -291,3 +291,18 @@ def test_pinned_attribute_on_the_real_mount(tmp_path):
         assert os.getxattr(f, "user.kachery.pinned") == b"1"
         assert run_cli("kachery-unpin", uri, env=client_env(node)).returncode == 0
         assert os.getxattr(f, "user.kachery.pinned") == b"0"
+
+
+def test_data_commands_read_the_auth_code_as_status_does(tmp_path, monkeypatch):
+    """`kacheryfs du` against a running node: the code from KACHERY_CLIENT_AUTH_CODE when set, and
+    without it and without a readable client-auth, an error that says how to give it."""
+    storage = tmp_path / "storage"
+    with running_node(storage) as node:
+        code = node.auth_code()
+        (storage / "client-auth").rename(tmp_path / "hidden-auth")
+        r = kacheryfs(storage, node.port, "du", "--json")
+        assert r.returncode != 0 and "KACHERY_CLIENT_AUTH_CODE" in r.stderr, r.stderr
+        monkeypatch.setenv("KACHERY_CLIENT_AUTH_CODE", code)
+        r = kacheryfs(storage, node.port, "du", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["store"]["count"] == 0
