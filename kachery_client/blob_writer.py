@@ -36,6 +36,9 @@ COPY_AHEAD = 3                  # blocks copied and queued for hashing before th
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 _NO_COPY_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
 _flush_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kachery-flush")
+# drop_behind waits for the disk: in a thread of its own, so that no other writer's commit waits
+# behind an ingest's write-back.
+_drop_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kachery-drop")
 
 
 @dataclass
@@ -171,7 +174,7 @@ class BlobWriter:
                 if self._flush is None:
                     written = (self.hasher.size - self._unflushed, self._unflushed)
                     if self._drop_behind:
-                        self._flush = _flush_pool.submit(write_back_dropping, fd, *written, self._behind)
+                        self._flush = _drop_pool.submit(write_back_dropping, fd, *written, self._behind)
                         self._behind = written
                     else:
                         self._flush = _flush_pool.submit(start_write_back, fd, *written)
