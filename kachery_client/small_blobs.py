@@ -50,7 +50,7 @@ def _add_unnamed(store: Store, leaf: str, final: str, sha1: str, data: bytes) ->
         # The directory first: content not in the store is nearly always the first in its
         # directory (16.7 million of them), and a directory just made holds no blob, so there is
         # nothing to claim: one mkdir, then the write.
-        made_dir = _make_leaf(store, leaf)
+        made_dir = _make_leaf(store, leaf, int(sha1[:4], 16))
         if not made_dir:
             held = store._claim(final, sha1, len(data))
             if held is None:
@@ -78,21 +78,21 @@ def _add_unnamed(store: Store, leaf: str, final: str, sha1: str, data: bytes) ->
     return True
 
 
-def _make_leaf(store: Store, leaf: str) -> bool:
-    """make_dirs(leaf), True if the leaf itself was made here. The parent first, unless made or
-    seen before (remembered: at most 65,536 of them): a new leaf is one or two mkdirs, never a
-    failed one first."""
-    parent = leaf[:-3]
-    if parent not in store._parents_seen:
-        make_dirs(parent)
-        store._parents_seen.add(parent)
+def _make_leaf(store: Store, leaf: str, parent_number: int) -> bool:
+    """make_dirs(leaf), True if the leaf itself was made here. The parent (`sha1/aa/bb`, number
+    0xaabb) first, unless this Store made or met it before (`Store._parents_seen`): a new leaf is
+    one or two mkdirs, never a failed one first."""
+    seen = store._parents_seen
+    if not seen[parent_number]:
+        make_dirs(leaf[:-3])
+        seen[parent_number] = 1
     try:
         os.mkdir(leaf)
         return True
     except FileExistsError:
         return False
     except FileNotFoundError:                       # removed meanwhile (gc of empty directories)
-        store._parents_seen.discard(parent)
+        seen[parent_number] = 0
         return make_dirs(leaf)
 
 

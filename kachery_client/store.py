@@ -81,7 +81,7 @@ class Store:
         self._sha1_prefix = f"{self.sha1_dir}/"
         self._umask = durability.process_umask()
         self.unnamed_ok = unnamed_files_possible()     # small blobs: unnamed file + link (small_blobs.py)
-        self._parents_seen: set[str] = set()           # sha1/xx/yy directories known to exist (small_blobs.py)
+        self._parents_seen = bytearray(65536)          # sha1/aa/bb known to exist, by 0xaabb (small_blobs.py)
 
     # ---- paths --------------------------------------------------------------------------
 

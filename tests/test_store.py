@@ -437,3 +437,16 @@ def test_drop_behind_keeps_an_ingest_out_of_the_page_cache(tmp_path, monkeypatch
     finally:
         if on_tmpfs:
             shutil.rmtree(where, ignore_errors=True)
+
+
+def test_a_small_store_after_its_parent_directory_went(tmp_path):
+    """The Store remembers which sha1/aa/bb it has made; one removed since (gc of emptied
+    directories) is made again for the next blob under it."""
+    store = Store(tmp_path)
+    first = store.add_bytes(b"first")
+    prefix = first.sha1[:4]
+    other = next(d for d in (b"other %d" % i for i in range(2_000_000))
+                 if hashlib.sha1(d).hexdigest()[:4] == prefix)
+    shutil.rmtree(tmp_path / "sha1" / prefix[:2] / prefix[2:])
+    blob = store.add_bytes(other)
+    assert blob.sha1[:4] == prefix and store.read_bytes(blob.sha1) == other
