@@ -192,10 +192,9 @@ def start_write_back(fd: int, offset: int, length: int) -> None:
 
 def write_back_dropping(fd: int, offset: int, length: int, behind: tuple[int, int] | None) -> None:
     """start_write_back, then wait until the range `behind` (offset, length), written earlier, is
-    on disk and drop it from the page cache: what a large ingest writes is not kept in memory (as
-    `dd oflag=nocache`), and its next pages come from those just freed. On a VM a page first
-    touched costs several times one just freed: a `cp` of 1 GiB into incoming/ took 1.7-2.1x
-    sha1sum's time without this, 0.7-1.3x with it. A failed write-back raises OSError."""
+    on disk and drop it from the page cache: a large ingest holds a bounded amount of page cache
+    (as `dd oflag=nocache`) instead of pushing out what others read, and its next pages come from
+    those just freed. A failed write-back raises OSError."""
     start_write_back(fd, offset, length)
     if behind is None or _libc_sync_file_range is None:
         return
