@@ -137,3 +137,21 @@ def test_pinned_attribute_in_the_mount(tmp_path):
         trio.run(main)
     finally:
         node.close()
+
+
+def test_reconcile_records_a_blob_with_the_fetched_mark_as_cached(tmp_path):
+    """A fetch publishes its blob (with the fetched mark) and records it a moment later; the
+    startup reconciliation may walk past it in between. The blob must still end up cached (gc
+    may remove it), not owned: record_cached never demotes an owned blob."""
+    node = Node(tmp_path / "storage")
+    try:
+        fetched = node.store.add_bytes(b"published by a fetch, not recorded yet")
+        stored = node.store.add_bytes(b"stored by a client while no node ran")
+        claims.mark_cached(node.store.path_for(fetched.sha1))
+        assert node.lifecycle.reconcile() == (2, 0)
+        node.lifecycle.fetched(fetched.sha1, fetched.size, "peer")      # the fetch's record, late
+        assert node.index.get(fetched.sha1).kind == "cached"           # type: ignore[union-attr]
+        assert node.index.get(stored.sha1).kind == "owned"             # type: ignore[union-attr]
+        assert node.index.totals()["cached"].bytes == fetched.size
+    finally:
+        node.close()

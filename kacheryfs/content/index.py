@@ -279,8 +279,9 @@ class NodeIndex:
 
     def reconcile(self, present: Iterable[tuple[str, int, str]], gone: Callable[[str], bool]) -> tuple[int, int]:
         """Make the records match what is on disk: `present` yields (sha1, size, kind) of every
-        blob and link found. Unknown content becomes owned (a client stored it while no node
-        ran); a record whose content `gone(sha1)` confirms absent is deleted. (added, removed)."""
+        blob and link found. Unknown content gets that kind (owned: a client stored it while no
+        node ran; cached: it carries the fetched mark); a record whose content `gone(sha1)`
+        confirms absent is deleted. (added, removed)."""
         conn = self._conn()
         known = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT sha1, size, kind FROM blobs")}
         added = 0

@@ -64,6 +64,7 @@ class Found:
     path: Path          # the blob, or the .link file
     size: int           # the blob's size, or the size the link records
     is_link: bool
+    cached: bool = False    # a blob with the fetched mark (claims.CACHED_MTIME_NS), claimed by no store since
 
 
 def walk(store: Store, top: str | None = None) -> Iterator[Found]:
@@ -86,7 +87,8 @@ def walk(store: Store, top: str | None = None) -> Iterator[Found]:
                         except FileNotFoundError:
                             continue
                         if stat.S_ISREG(st.st_mode):
-                            yield Found(name, Path(e.path), st.st_size, False)
+                            yield Found(name, Path(e.path), st.st_size, False,
+                                        st.st_mtime_ns == claims.CACHED_MTIME_NS)
                     elif name.endswith(".link") and is_sha1(name[:-5]) and not os.path.exists(e.path[:-5]):
                         link = store.read_link(name[:-5])
                         if link is not None:
@@ -155,8 +157,11 @@ class Lifecycle:
         self.index.touch(sha1)
 
     def reconcile(self) -> tuple[int, int]:
-        """Records := what is on disk (one walk). (records added or fixed, records removed)."""
-        found = ((f.sha1, f.size, "link" if f.is_link else "owned") for f in walk(self.store))
+        """Records := what is on disk (one walk). (records added or fixed, records removed). A blob
+        with no record is owned, unless it carries the fetched mark: then cached (a fetch that
+        published it while this walk ran, or whose record was lost)."""
+        found = ((f.sha1, f.size, "link" if f.is_link else "cached" if f.cached else "owned")
+                 for f in walk(self.store))
         added, removed = self.index.reconcile(found, gone=lambda sha1: self.store.locate(sha1) is None)
         self.reconciled = True
         if added or removed:
