@@ -82,8 +82,12 @@ def test_counters_follow_a_store_a_peer_fetch_and_a_mounted_read(tmp_path):
                 - value(before_b, "kacheryfs_fetched_blobs_total", source_kind="peer") == 1
             assert (mnt / "sha1" / sha1 / "data.bin").read_bytes() == data
             # The read returns once its chunks are verified; the transfer ends (publish) just after.
-            after_b = scrape_until(b, lambda m: value(m, "kacheryfs_transfers_in_progress") == 0
-                                   and value(m, "kacheryfs_fetch_duration_seconds_count", outcome="ok") == 2)
+            scrape_until(b, lambda m: value(m, "kacheryfs_transfers_in_progress") == 0
+                         and value(m, "kacheryfs_fetch_duration_seconds_count", outcome="ok") == 2)
+            # A scrape reads the totals (in a worker thread) before it renders the counters, so the
+            # one that saw the transfers end may hold totals from just before; the next one began
+            # after both fetches were recorded.
+            after_b = scrape(b)
             assert requests.get(b.url + "/ui/status.json", timeout=30).json()["mountPoint"] == str(mnt)
 
     fetched = value(after_b, "kacheryfs_fetched_bytes_total", source_kind="peer") \
