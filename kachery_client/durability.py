@@ -192,9 +192,10 @@ def start_write_back(fd: int, offset: int, length: int) -> None:
 
 def write_back_dropping(fd: int, offset: int, length: int, behind: tuple[int, int] | None) -> None:
     """start_write_back, then wait until the range `behind` (offset, length), written earlier, is
-    on disk and drop it from the page cache: a large ingest holds a bounded amount of page cache
-    (as `dd oflag=nocache`) instead of pushing out what others read, and its next pages come from
-    those just freed. A failed write-back raises OSError."""
+    on disk and drop it from the page cache: while the disk keeps up, a large ingest holds a
+    bounded amount of page cache (as `dd oflag=nocache`) instead of pushing out what others read,
+    and its next pages come from those just freed. The writer never waits for it (a disk that
+    lags leaves more cached, as any buffered write would). A failed write-back raises OSError."""
     start_write_back(fd, offset, length)
     if behind is None or _libc_sync_file_range is None:
         return
