@@ -32,9 +32,10 @@ def add_small(store: Store, data: bytes) -> StoredBlob:
     sha1 = hashlib.sha1(data).hexdigest()
     leaf = f"{store._sha1_prefix}{sha1[0:2]}/{sha1[2:4]}/{sha1[4:6]}"
     final = f"{leaf}/{sha1}"
-    if store.unnamed_ok and _add_unnamed(store, leaf, final, sha1, data):
-        return StoredBlob(sha1, len(data))
-    if not store._claim(final, sha1, len(data)):    # present: claimed (claims.py), nothing to write
+    if store.unnamed_ok:
+        if not _add_unnamed(store, leaf, final, sha1, data):
+            _add_named(store, Path(final), sha1, data)      # not here, or another user's copy
+    elif not store._claim(final, sha1, len(data)):      # present: claimed (claims.py), nothing to write
         _add_named(store, Path(final), sha1, data)
     return StoredBlob(sha1, len(data))
 
@@ -42,8 +43,8 @@ def add_small(store: Store, data: bytes) -> StoredBlob:
 def _add_unnamed(store: Store, leaf: str, final: str, sha1: str, data: bytes) -> bool:
     """Store the bytes unless present (then claim them): written into an unnamed file in the blob's
     directory and linked under its hash (store_files.open_unnamed), about half the directory work
-    of a temp file and a rename. False if this cannot be done here: the caller claims or writes a
-    named temp file."""
+    of a temp file and a rename. False when the content is not here (or is another user's copy)
+    and cannot be written this way: the caller writes a named temp file, without asking again."""
     if not store._tmp_made:
         store.new_temp_path()            # tmp/ is part of the layout, made once per Store
     try:
