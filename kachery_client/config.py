@@ -18,6 +18,7 @@ from pathlib import Path
 from .errors import UsageError
 
 DEFAULT_PORT = 20431
+AUTH_HEADER = "KACHERY-CLIENT-AUTH-CODE"      # the header every client request carries its code in
 DEFAULT_STORAGE_DIR = Path("~/kachery-storage")
 
 

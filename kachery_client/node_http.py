@@ -19,7 +19,7 @@ from typing import IO, Any
 import requests
 
 from .announcer import Announcer
-from .config import Config
+from .config import AUTH_HEADER, Config
 from .errors import (
     AuthError,
     IntegrityError,
@@ -34,7 +34,6 @@ from .store import StoredBlob
 from .uri import FileURI
 
 log = logging.getLogger(__name__)
-AUTH_HEADER = "KACHERY-CLIENT-AUTH-CODE"
 PROBE_CACHE_SECONDS = 10.0
 # The node's error kinds (HTTP error bodies, /store failures, /loadFile error frames; docs/PROTOCOL.md
 # section 15) -> our errors. Anything else is a NodeError.

@@ -18,8 +18,9 @@ import click
 import requests
 
 from kachery_client.cli_data import ByteProgress
+from kachery_client.config import AUTH_HEADER
 from kachery_client.errors import KacheryError, UsageError
-from kacheryfs.status_cli import AUTH_HEADER, client_auth_code
+from kacheryfs.status_cli import client_auth_code
 
 ProgressFn = Callable[[int, int], None]
 

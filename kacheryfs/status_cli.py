@@ -23,11 +23,11 @@ from urllib.parse import urlsplit
 
 import click
 
+from kachery_client.config import AUTH_HEADER
 from kachery_client.errors import AuthError, KacheryError, NodeUnavailableError
 from kacheryfs.status_view import human_bytes, render
 
 CLEAR = "\x1b[H\x1b[2J"
-AUTH_HEADER = "KACHERY-CLIENT-AUTH-CODE"
 
 
 def client_auth_code(storage_dir: Path | None, url: str) -> str:
