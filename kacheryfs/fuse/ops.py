@@ -178,8 +178,8 @@ class Operations(pyfuse3.Operations):
                 if plain is not None and not vfs.lists_with_inode():
                     if not reply(token, sha1.encode(), plain.d_ino(content_ino(sha1, HASHDIR)), next_id):
                         break
-                elif reply(token, sha1.encode(), _entry(self.vfs.hashdir_attr(sha1)), next_id):
-                    self.vfs.taken(sha1, HASHDIR)
+                elif reply(token, sha1.encode(), _entry(vfs.hashdir_attr(sha1)), next_id):
+                    vfs.taken(sha1, HASHDIR)
                 else:
                     break
                 sent += 1

@@ -1,5 +1,5 @@
-"""Readdirplus entries that give the kernel no inode: sha1/ listed without leaving 100,000 inodes
-behind, in the kernel or in the node.
+"""Readdirplus entries that give the kernel no inode: sha1/ listed (beyond --listing-inodes, vfs.py)
+without leaving 100,000 inodes behind, in the kernel or in the node.
 
 pyfuse3 always answers readdirplus (it turns FUSE_CAP_READDIRPLUS_AUTO off) and its
 `readdir_reply` sends each entry with the node id `EntryAttributes.st_ino`, so the kernel makes

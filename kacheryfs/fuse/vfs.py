@@ -18,8 +18,9 @@ NotFoundError (ENOENT), a failing or slow source -> TransferError (EIO).
 Inodes: one per hash directory and one per content (all names under sha1/<h>/ are hard links of
 one file: one page cache per content), numbered from the hash and forgotten when the kernel
 forgets them (inodes.py). Listing sha1/ pages through the node's index (listing.py), resumed
-where the last readdir of the same open directory stopped; its entries give the kernel no inode
-(ops.py), so a listing of N hashes leaves nothing behind, in the kernel or here.
+where the last readdir of the same open directory stopped; its entries give the kernel an inode
+only while it holds fewer than `listing_inodes` (ops.py), so what a listing of N hashes leaves
+behind, in the kernel and here, is bounded whatever N is.
 
 Concurrency: every method runs on the trio loop. Files being written into incoming/ live in
 incoming.py. Concurrent lookups of one missing hash share one fetch (the fetcher is single-flight).
@@ -206,8 +207,8 @@ class VFS:
         raise NotFoundError(name)
 
     def _blob_file_here(self, sha1: str) -> bool:
-        """One stat, on the loop: `ls -l sha1/` looks up every hash listed (the listing gives the
-        kernel no attributes). The directory of a blob file present exists; its bytes are checked
+        """One stat, on the loop: `ls -l sha1/` looks up every hash listed without its attributes
+        (beyond `listing_inodes`). The directory of a blob file present exists; its bytes are checked
         when a file in it is looked up or opened (a torn blob is then missing, as everywhere)."""
         try:
             return stat.S_ISREG(os.stat(self.node.store.path_for(sha1)).st_mode)
